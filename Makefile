@@ -1,0 +1,49 @@
+# pyoci: `make demo` and `make test` install what they need on Debian 12 (as root).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYOCI := $(abspath $(VENV))/bin/pyoci
+APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc
+DEMO_DIR := build/demo
+
+.PHONY: demo test test-fast conformance-runc bench install apt-deps clean
+
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: setup.py pyproject.toml pyoci/_build.py csrc/shim.c csrc/shim.h csrc/waiter.c
+	$(MAKE) apt-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e . pytest hypothesis
+	touch $@
+
+install: $(VENV)/.installed
+	@# Compiled bytecode: the environment may forbid writing it on import.
+	$(PY) -m compileall -q pyoci conformance >/dev/null
+
+demo: install
+	rm -rf $(DEMO_DIR) && mkdir -p build
+	PYTHONPATH=. $(PY) scripts/make_demo_bundle.py $(DEMO_DIR)
+	$(PYOCI) --root $(abspath build/state) run --bundle $(DEMO_DIR) pyoci-demo
+
+test: install
+	OCI_RUNTIME=$(PYOCI) $(PY) -m pytest -p no:cacheprovider
+	$(MAKE) conformance-runc
+
+test-fast: install
+	$(PY) -m pytest -p no:cacheprovider -m 'not root and not vm and not engine'
+
+# The black-box conformance suite is proven on runc too.
+conformance-runc: install
+	OCI_RUNTIME=runc $(PY) -m pytest -p no:cacheprovider -q conformance
+
+bench: install
+	$(PY) bench/lifecycle.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info pyoci/_native*.so pyoci/pyoci-waiter

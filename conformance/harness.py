@@ -1,0 +1,316 @@
+"""Drive a runtime through its runc-compatible CLI and observe what it does.
+
+No dependency on pyoci: ``Runtime`` takes any runc-compatible command.
+"""
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conformance.bundle import BUSYBOX, bind_mount, make_bundle
+
+RUNTIME_COMMAND = os.environ.get("OCI_RUNTIME", "pyoci")
+COMMAND_TIMEOUT = 30
+WAIT_TIMEOUT = 10
+POLL_INTERVAL = 0.02
+
+# Where a probe container sees its bundle's out/ directory.
+OUT = "/out"
+
+# A shell loop that waits until the test calls Probe.stop_program().
+WAIT_FOR_STOP = f"while [ ! -e {OUT}/stop ]; do sleep 0.05; done"
+
+PR_SET_CHILD_SUBREAPER = 36
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def runtime_path():
+    """The runtime $OCI_RUNTIME names (a command or a path), or None if there is none."""
+    return shutil.which(RUNTIME_COMMAND)
+
+
+def skip_module_unless_runnable():
+    """Skip the calling test module where containers cannot be run."""
+    if os.geteuid() != 0:
+        pytest.skip("conformance tests run real containers and need root",
+                    allow_module_level=True)
+    if runtime_path() is None:
+        pytest.skip(f"OCI runtime {RUNTIME_COMMAND!r} not found (set OCI_RUNTIME)",
+                    allow_module_level=True)
+    if not os.access(BUSYBOX, os.X_OK):
+        pytest.skip(f"no busybox at {BUSYBOX} to build a rootfs from", allow_module_level=True)
+
+
+def assert_no_runner_environment(env_lines):
+    """The runtime's own environment must not leak into one a config defines.
+
+    pytest sets PYTEST_CURRENT_TEST in the environment the runtime runs in,
+    so it is always there to look for.
+    """
+    leaked = [line for line in env_lines if line.startswith("PYTEST_CURRENT_TEST=")]
+    assert leaked == []
+
+
+class CommandFailed(AssertionError):
+    """A runtime command that had to succeed failed."""
+
+
+def wait_until(condition, what, timeout=WAIT_TIMEOUT):
+    """Poll ``condition()`` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL_INTERVAL)
+    return result
+
+
+class Runtime:
+    """The runtime under test, keeping its state in a private ``--root`` directory."""
+
+    def __init__(self, command, root):
+        self.name = os.path.basename(command)
+        self.root = Path(root)
+        self.argv = [command, "--root", str(root)]
+        self.container_ids = set()
+
+    def run(self, *args, check=True, input=None, timeout=COMMAND_TIMEOUT, cwd=None):
+        """Run the runtime with ``args``; returns a CompletedProcess with text output.
+
+        Output goes through temporary files, not pipes: a container created
+        without a terminal inherits the runtime's stdio and would hold pipes
+        open until it exits.
+        """
+        argv = self.argv + [str(arg) for arg in args]
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            completed = subprocess.run(
+                argv, input=None if input is None else input.encode(),
+                stdin=subprocess.DEVNULL if input is None else None,
+                stdout=stdout, stderr=stderr, timeout=timeout, cwd=cwd)
+            completed.stdout = _read_text(stdout)
+            completed.stderr = _read_text(stderr)
+        if check and completed.returncode != 0:
+            raise CommandFailed(
+                f"{' '.join(argv)} exited {completed.returncode}:\n{completed.stderr}")
+        return completed
+
+    def new_id(self):
+        """A container id no other test uses; teardown force-deletes its container."""
+        container_id = f"oci-{uuid.uuid4().hex[:12]}"
+        self.container_ids.add(container_id)
+        return container_id
+
+    def create(self, container_id, bundle, **run_options):
+        self.container_ids.add(container_id)
+        return self.run("create", "--bundle", bundle, container_id, **run_options)
+
+    def start(self, container_id, **run_options):
+        return self.run("start", container_id, **run_options)
+
+    def kill(self, container_id, signal, **run_options):
+        return self.run("kill", container_id, signal, **run_options)
+
+    def delete(self, container_id, **run_options):
+        return self.run("delete", container_id, **run_options)
+
+    def state(self, container_id):
+        return json.loads(self.run("state", container_id).stdout)
+
+    def exists(self, container_id):
+        return self.run("state", container_id, check=False).returncode == 0
+
+    def listed_ids(self):
+        return self.run("list", "--quiet").stdout.split()
+
+    def wait_for_status(self, container_id, status):
+        def state_once_reached():
+            state = self.state(container_id)
+            return state if state["status"] == status else None
+        return wait_until(state_once_reached, f"{container_id} to be {status}")
+
+    def run_to_exit(self, container_id, bundle):
+        """Create and start a container, wait until its process exits, delete it."""
+        self.create(container_id, bundle)
+        self.start(container_id)
+        self.wait_for_status(container_id, "stopped")
+        self.delete(container_id)
+
+    def force_delete_all(self):
+        for container_id in self.container_ids:
+            self.run("delete", "--force", container_id, check=False)
+
+
+def _read_text(file):
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
+class Probe:
+    """Makes bundles whose process is a shell script, and reads what the script printed.
+
+    Each bundle's out/ directory is bind-mounted at /out, and the script's
+    stdout and stderr go to out/output.
+    """
+
+    def __init__(self, runtime, directory):
+        self.runtime = runtime
+        self.directory = Path(directory)
+        self.bundle_count = 0
+
+    def bundle(self, script, mutate=None):
+        """A new bundle running ``script``; ``mutate(config)`` may edit its config."""
+        self.bundle_count += 1
+        bundle = self.directory / f"bundle{self.bundle_count}"
+        out = bundle / "out"
+        out.mkdir(parents=True)
+        out.chmod(0o777)  # writable whatever process.user is
+
+        def observed(config):
+            config["mounts"].append(bind_mount(out, OUT))
+            if mutate is not None:
+                mutate(config)
+
+        return make_bundle(bundle, ["sh", "-c", f"exec >{OUT}/output 2>&1\n{script}"], observed)
+
+    def run(self, script, mutate=None):
+        """Run ``script`` in a new container until it exits; return its output."""
+        return self.run_bundle(self.bundle(script, mutate))
+
+    def run_bundle(self, bundle):
+        """Run a bundle from ``bundle()`` in a new container until it exits; return its output."""
+        self.runtime.run_to_exit(self.runtime.new_id(), bundle)
+        return self.output(bundle)
+
+    @staticmethod
+    def output_path(bundle):
+        return Path(bundle) / "out" / "output"
+
+    def output(self, bundle):
+        return self.output_path(bundle).read_text()
+
+    def wait_for_output(self, bundle, text):
+        """Wait until the script has printed ``text``; return all its output so far."""
+        path = self.output_path(bundle)
+
+        def output_once_printed():
+            output = path.read_text() if path.exists() else ""
+            return output if text in output else None
+        return wait_until(output_once_printed, f"{text!r} in {path}")
+
+    def container(self, status):
+        """A new container brought to ``status``; returns (id, bundle).
+
+        Its program prints "ran" and then waits in WAIT_FOR_STOP, so the test
+        decides when it exits.
+        """
+        container_id = self.runtime.new_id()
+        bundle = self.bundle(f"echo ran\n{WAIT_FOR_STOP}")
+        self.runtime.create(container_id, bundle)
+        if status in ("running", "stopped"):
+            self.runtime.start(container_id)
+            self.wait_for_output(bundle, "ran")
+        if status == "stopped":
+            self.stop_program(bundle)
+            self.runtime.wait_for_status(container_id, "stopped")
+        return container_id, bundle
+
+    @staticmethod
+    def stop_program(bundle):
+        """End a WAIT_FOR_STOP loop in the bundle's program."""
+        (Path(bundle) / "out" / "stop").touch()
+
+
+class LeakCheck:
+    """What a runtime can leave on the host: cgroups, mounts, state files, processes.
+
+    Other work may share the host, so only cgroups and mounts whose names
+    mention this test's containers or directories count.  While the check is
+    open this process is a child subreaper: processes the runtime forks and
+    abandons become our children and can be found.  Container processes that
+    exit stay zombies until leftovers() or close() reaps them; they have
+    exited all the same, so the runtime must report their containers stopped.
+    """
+
+    def __init__(self, runtime, *directories):
+        self.runtime = runtime
+        self.directories = [str(directory) for directory in directories]
+        _set_child_subreaper(True)
+        self.cgroups = _cgroup_dirs()
+        self.mounts = _mount_table()
+        self.state_files = _files_under(runtime.root)
+
+    def leftovers(self):
+        """What appeared since the snapshot, by kind; empty when nothing did."""
+        found = {
+            "cgroups": self._ours(_cgroup_dirs() - self.cgroups),
+            "mounts": self._ours(_mount_table() - self.mounts),
+            "state files": sorted(_files_under(self.runtime.root) - self.state_files),
+            "processes": [_describe(pid) for pid in _live_children()],
+        }
+        return {kind: items for kind, items in found.items() if items}
+
+    def _ours(self, names):
+        marks = [mark for mark in (*self.runtime.container_ids, str(self.runtime.root),
+                                   *self.directories) if mark]
+        return sorted(name for name in names if any(mark in name for mark in marks))
+
+    def close(self):
+        for pid in _live_children():
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        _set_child_subreaper(False)
+
+
+def _set_child_subreaper(enabled):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(enabled), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _cgroup_dirs():
+    return {directory for directory, _, _ in os.walk(CGROUP_ROOT)}
+
+
+def _mount_table():
+    with open("/proc/self/mountinfo") as mountinfo:
+        return set(mountinfo)
+
+
+def _files_under(root):
+    return {str(path) for path in Path(root).rglob("*")}
+
+
+def _live_children():
+    """Our children still alive, after reaping the dead ones (orphans end up here)."""
+    me = os.getpid()
+    children = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) != me:
+            continue
+        pid = int(stat_file.parent.name)
+        if state == "Z":
+            os.waitpid(pid, 0)
+        else:
+            children.append(pid)
+    return children
+
+
+def _describe(pid):
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except FileNotFoundError:
+        return f"{pid} (exited)"
+    return f"{pid} {cmdline.decode(errors='replace').strip()}"

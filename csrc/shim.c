@@ -1,0 +1,62 @@
+#define _GNU_SOURCE
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include "shim.h"
+
+#ifndef KEYCTL_JOIN_SESSION_KEYRING
+#define KEYCTL_JOIN_SESSION_KEYRING 1
+#endif
+
+int pyoci_unshare(int flags) { return unshare(flags); }
+
+int pyoci_setns(int fd, int nstype) { return setns(fd, nstype); }
+
+int pyoci_mount(const char *source, const char *target, const char *fstype,
+                unsigned long flags, const char *data)
+{
+    return mount(source, target, fstype, flags, data);
+}
+
+int pyoci_umount2(const char *target, int flags) { return umount2(target, flags); }
+
+int pyoci_pivot_root(const char *new_root, const char *put_old)
+{
+    return syscall(SYS_pivot_root, new_root, put_old);
+}
+
+/* Capability sets travel as two 32-bit words each (version 3 ABI). */
+int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
+                 uint32_t inheritable[2])
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = effective[i];
+        data[i].permitted = permitted[i];
+        data[i].inheritable = inheritable[i];
+    }
+    return syscall(SYS_capset, &header, data);
+}
+
+int pyoci_prctl(int option, unsigned long arg2, unsigned long arg3,
+                unsigned long arg4, unsigned long arg5)
+{
+    return prctl(option, arg2, arg3, arg4, arg5);
+}
+
+int pyoci_setdomainname(const char *name, size_t len)
+{
+    return setdomainname(name, len);
+}
+
+long pyoci_join_session_keyring(const char *name)
+{
+    return syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name);
+}
+
+int pyoci_personality(unsigned long persona) { return personality(persona); }

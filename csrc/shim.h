@@ -1,0 +1,22 @@
+/* The C surface pyoci calls through cffi: thin wrappers over syscalls that
+ * CPython 3.11's os module lacks. Each returns the syscall's result (-1 and
+ * errno on failure); Python checks it at the call. Declared once, in
+ * pyoci/_build.py's cdef, which mirrors this file. */
+#ifndef PYOCI_SHIM_H
+#define PYOCI_SHIM_H
+#include <stdint.h>
+
+int pyoci_unshare(int flags);
+int pyoci_setns(int fd, int nstype);
+int pyoci_mount(const char *source, const char *target, const char *fstype,
+                unsigned long flags, const char *data);
+int pyoci_umount2(const char *target, int flags);
+int pyoci_pivot_root(const char *new_root, const char *put_old);
+int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
+                 uint32_t inheritable[2]);
+int pyoci_prctl(int option, unsigned long arg2, unsigned long arg3,
+                unsigned long arg4, unsigned long arg5);
+int pyoci_setdomainname(const char *name, size_t len);
+long pyoci_join_session_keyring(const char *name);
+int pyoci_personality(unsigned long persona);
+#endif

@@ -1,0 +1,36 @@
+"""cffi build script for pyoci._native (out-of-line API mode).
+
+The cdef below is the whole C surface Python may call; it mirrors
+csrc/shim.h. Used by setup.py through ``cffi_modules``.
+"""
+from pathlib import Path
+
+from cffi import FFI
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+ffibuilder = FFI()
+ffibuilder.cdef("""
+    int pyoci_unshare(int flags);
+    int pyoci_setns(int fd, int nstype);
+    int pyoci_mount(const char *source, const char *target, const char *fstype,
+                    unsigned long flags, const char *data);
+    int pyoci_umount2(const char *target, int flags);
+    int pyoci_pivot_root(const char *new_root, const char *put_old);
+    int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
+                     uint32_t inheritable[2]);
+    int pyoci_prctl(int option, unsigned long arg2, unsigned long arg3,
+                    unsigned long arg4, unsigned long arg5);
+    int pyoci_setdomainname(const char *name, size_t len);
+    long pyoci_join_session_keyring(const char *name);
+    int pyoci_personality(unsigned long persona);
+""")
+ffibuilder.set_source(
+    "pyoci._native",
+    '#include "shim.h"',
+    sources=[str(CSRC / "shim.c")],
+    include_dirs=[str(CSRC)],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

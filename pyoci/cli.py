@@ -1,0 +1,164 @@
+"""The runc-compatible command line: parse, dispatch, map errors to exit codes.
+
+Global flags come before the command, as with runc; both ``--flag value``
+and ``--flag=value`` work. Every failure is one line on stderr (and in the
+--log file) and exit status 1.
+"""
+import argparse
+import json
+import os
+import sys
+
+from pyoci import log
+from pyoci.errors import PyociError, describe
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise PyociError(f"{self.prog}: {message}")
+
+
+def _build_parser():
+    from pyoci import OCI_VERSION, __version__
+    from pyoci.state import DEFAULT_ROOT
+    parser = _Parser(prog="pyoci", description="OCI runtime (runc-compatible)")
+    parser.add_argument("-v", "--version", action="version",
+                        version=f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
+                                f"python: {sys.version.split()[0]}")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="state directory root")
+    parser.add_argument("--log", default=None, help="log file")
+    parser.add_argument("--log-format", default="text", choices=("text", "json"))
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--systemd-cgroup", action="store_true",
+                        help="accepted for compatibility; cgroupfs is used")
+    parser.add_argument("--rootless", default="auto", help="accepted for compatibility")
+    parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name, help_text):
+        return commands.add_parser(name, help=help_text, description=help_text)
+
+    def add_create_flags(sub):
+        sub.add_argument("-b", "--bundle", default=".")
+        sub.add_argument("--pid-file")
+        sub.add_argument("--console-socket")
+        sub.add_argument("--no-pivot", action="store_true")
+        sub.add_argument("--no-new-keyring", action="store_true")
+        sub.add_argument("--preserve-fds", type=int, default=0)
+        sub.add_argument("id")
+
+    add_create_flags(command("create", "create a container"))
+    run = command("run", "create and start a container")
+    add_create_flags(run)
+    run.add_argument("-d", "--detach", action="store_true")
+    run.add_argument("--keep", action="store_true", help="keep the container after it exits")
+    command("start", "start a created container").add_argument("id")
+    command("state", "print a container's state").add_argument("id")
+    kill = command("kill", "send a signal to a container's init")
+    kill.add_argument("-a", "--all", action="store_true")
+    kill.add_argument("id")
+    kill.add_argument("signal", nargs="?", default="SIGTERM")
+    delete = command("delete", "delete a container")
+    delete.add_argument("-f", "--force", action="store_true")
+    delete.add_argument("id")
+    listing = command("list", "list containers")
+    listing.add_argument("-f", "--format", default="table", choices=("table", "json"))
+    listing.add_argument("-q", "--quiet", action="store_true")
+    spec = command("spec", "write a default config.json")
+    spec.add_argument("-b", "--bundle", default=".")
+    spec.add_argument("--rootless", action="store_true")
+    command("features", "print the features this runtime supports")
+    return parser
+
+
+def _create_options(args):
+    from pyoci.lifecycle import CreateOptions
+    return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
+                         console_socket=args.console_socket, no_pivot=args.no_pivot,
+                         no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds)
+
+
+def _print_json(value, indent=2):
+    sys.stdout.write(json.dumps(value, indent=indent) + "\n")
+
+
+def cmd_create(args):
+    from pyoci import lifecycle
+    lifecycle.create(args.root, args.id, _create_options(args))
+
+
+def cmd_run(args):
+    from pyoci import lifecycle
+    return lifecycle.run(args.root, args.id, _create_options(args), detach=args.detach,
+                         keep=args.keep)
+
+
+def cmd_start(args):
+    from pyoci import lifecycle
+    lifecycle.start(args.root, args.id)
+
+
+def cmd_state(args):
+    from pyoci import lifecycle
+    _print_json(lifecycle.container_state(args.root, args.id))
+
+
+def cmd_kill(args):
+    from pyoci import lifecycle
+    lifecycle.kill(args.root, args.id, args.signal, all_processes=args.all)
+
+
+def cmd_delete(args):
+    from pyoci import lifecycle
+    lifecycle.delete(args.root, args.id, force=args.force)
+
+
+def cmd_list(args):
+    from pyoci import lifecycle
+    states = lifecycle.list_states(args.root)
+    if args.quiet:
+        sys.stdout.write("".join(s["id"] + "\n" for s in states))
+    elif args.format == "json":
+        # runc prints a Go nil slice, null, when there are no containers.
+        sys.stdout.write(json.dumps(states or None) + "\n")
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
+                 for s in states]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [cell.ljust(width + 3) for cell, width in zip(row, widths)]
+            sys.stdout.write("".join(cells) + row[-1] + "\n")
+
+
+def cmd_spec(args):
+    from pyoci import lifecycle
+    lifecycle.write_default_spec(args.bundle, args.rootless)
+
+
+def cmd_features(_args):
+    from pyoci.features import features
+    _print_json(features(), indent=4)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _build_parser().parse_args(argv)
+        log.configure(args.log, args.log_format, args.debug)
+        handler = globals()["cmd_" + args.command]
+        status = handler(args)
+    except PyociError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except OSError as exc:
+        log.error(describe(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

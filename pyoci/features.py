@@ -1,0 +1,31 @@
+"""`pyoci features`: what this build supports, per runtime-spec features.md.
+
+Only what pyoci really does is listed; seccomp, AppArmor, SELinux, Intel
+RDT and idmapped mounts are reported disabled until they are implemented.
+"""
+from pyoci import OCI_VERSION, __version__
+from pyoci.linux import caps, mounts, namespaces
+
+
+def features():
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
+        "mountOptions": sorted([*mounts.FLAG_OPTIONS, *mounts.PROPAGATION_OPTIONS,
+                                mounts.TMPCOPYUP]),
+        "linux": {
+            "namespaces": sorted(namespaces.FLAGS),
+            "capabilities": list(caps.NAMES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                       "rdma": False},
+            "seccomp": {"enabled": False},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {"org.opencontainers.runtime-spec.features.version": OCI_VERSION,
+                        "io.github.pyoci.version": __version__},
+    }

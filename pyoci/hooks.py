@@ -1,0 +1,58 @@
+"""Running lifecycle hooks: state JSON on stdin, args, env, timeout."""
+import json
+import os
+import signal
+
+from pyoci.errors import HookError, errno_text
+
+
+def run(hooks, state, phase):
+    """Run HOOKS in order; the first failure raises HookError."""
+    for index, hook in enumerate(hooks):
+        run_one(hook, index, state, phase)
+
+
+def run_all_warning(hooks, state, phase):
+    """Run every hook; a failure is only a warning (poststop)."""
+    from pyoci import log
+    for index, hook in enumerate(hooks):
+        try:
+            run_one(hook, index, state, phase)
+        except HookError as exc:
+            log.warning(str(exc))
+
+
+def run_one(hook, index, state, phase):
+    """Run one hook with the state on stdin, in a session of its own so that a
+    timeout kills everything it started (which may hold its output pipes)."""
+    import subprocess
+    what = f"error running {phase} hook #{index} ({hook.path})"
+    env = None
+    if hook.env is not None:
+        env = dict(item.split("=", 1) for item in hook.env if "=" in item)
+    try:
+        child = subprocess.Popen(
+            hook.args, executable=hook.path, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise HookError(f"{what}: {errno_text(exc.errno)}") from None
+    try:
+        stdout, stderr = child.communicate(json.dumps(state).encode(), timeout=hook.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise HookError(f"{what}: timed out after {hook.timeout}s") from None
+    if child.returncode != 0:
+        raise HookError(f"{what}: {_exit_text(child.returncode)}, "
+                        f"stdout: {_text(stdout)}, stderr: {_text(stderr)}")
+
+
+def _exit_text(returncode):
+    if returncode < 0:
+        return f"signal: {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
+
+
+def _text(output):
+    return output.decode(errors="replace").strip().replace("\n", " ")
+

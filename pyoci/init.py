@@ -1,0 +1,214 @@
+"""What a container's init (PID 1) does between fork and exec.
+
+Runs in the forked child, in the container's namespaces, and leaves only
+by exec (of pyoci-waiter, or of the user's program) or os._exit (through
+process._child, which reports any error to the runtime as data).
+"""
+import errno
+import os
+import signal
+import socket
+
+from pyoci import hooks, sync
+from pyoci.errors import ExecError, describe, errno_text
+# Everything init uses is imported here: after pivot_root the host's
+# site-packages are out of reach.
+from pyoci.linux import caps, credentials, network, rlimits, rootfs, terminal
+from pyoci.linux import syscalls as sc
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run(syscalls, context):
+    config = context.config
+    linux = config.linux
+    sock = context.sync_sock
+    sync.receive(sock, sync.GO)
+    os.setsid()
+    if not context.no_new_keyring:
+        _join_session_keyring(syscalls, context.container_id)
+    if linux.namespace("network") and linux.namespace("network").path is None:
+        network.loopback_up()
+
+    in_userns = linux.namespace("user") is not None
+    rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
+                   in_userns)
+    sync.send(sock, sync.RUN_HOOKS)
+    state = sync.receive(sock, sync.HOOKS_DONE)["state"]
+    state["pid"] = os.getpid()  # as seen in the container's pid namespace
+    hooks.run(config.hooks.create_container, state, "createContainer")
+
+    if config.hooks.start_container:
+        import subprocess  # noqa: F401 - hooks need it after pivot_root hides the host
+    rootfs.enter(syscalls, config.root_path, context.no_pivot)
+    if config.hostname is not None and linux.namespace("uts"):
+        socket.sethostname(config.hostname)
+    if config.domainname is not None:
+        syscalls.setdomainname(config.domainname)
+    _write_sysctls(linux.sysctl)
+    rootfs.finish(syscalls, config)
+    if linux.personality:
+        syscalls.personality(_PERSONALITIES[linux.personality["domain"]])
+
+    process = config.process
+    if process is None:
+        # start will refuse; init only has to wait like any created container.
+        _finish_and_exec(syscalls, context, "/", ["/"], [], state)
+    if process.terminal:
+        _setup_terminal(syscalls, context, process)
+    rlimits.apply(context.rlimits)
+    _become_user(syscalls, process, context.caps)
+    try:
+        os.chdir(process.cwd)
+    except OSError as exc:
+        raise ExecError(f"chdir to cwd ({process.cwd!r}) set in config.json failed: "
+                        f"{errno_text(exc.errno)}") from None
+    env = list(process.env) + context.extra_env
+    program = find_program(process.args[0] if process.args else "", env)
+    if process.no_new_privileges:
+        syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    _finish_and_exec(syscalls, context, program, process.args, env, state)
+
+
+def _finish_and_exec(syscalls, context, program, args, env, state):
+    """Close what the container must not inherit, report READY, and exec.
+
+    Normally exec pyoci-waiter, which blocks on exec.fifo; the sync socket is
+    close-on-exec, so the runtime reads end-of-file once that exec happened.
+    With startContainer hooks init itself waits, runs them, then execs.
+    """
+    environment = env_mapping(env)
+    keep = {0, 1, 2, context.fifo_fd, context.waiter_fd, context.sync_sock.fileno()}
+    keep.update(range(3, 3 + context.preserve_fds))
+    for fd in range(3, 3 + context.preserve_fds):
+        os.set_inheritable(fd, True)
+    os.set_inheritable(context.fifo_fd, True)
+    _close_fds_except(keep)
+    _reset_signals()
+    sync.send(context.sync_sock, sync.READY)
+    start_hooks = context.config.hooks.start_container
+    if start_hooks:
+        context.sync_sock.close()
+        _wait_for_start_then_exec(context.fifo_fd, program, args, environment,
+                                  start_hooks, state)
+    os.execve(context.waiter_fd, ["pyoci-waiter", str(context.fifo_fd), program, *args],
+              environment)
+
+
+def env_mapping(env):
+    """process.env's "KEY=value" list as exec wants it; a later KEY wins."""
+    return dict(item.split("=", 1) for item in env if "=" in item)
+
+
+def _wait_for_start_then_exec(fifo_fd, program, args, environment, start_hooks, state):
+    """The waiter's protocol (see csrc/waiter.c), plus the startContainer hooks."""
+    fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fifo, b"0")
+    os.close(fifo_fd)
+    try:
+        state["status"] = "running"
+        hooks.run(start_hooks, state, "startContainer")
+    except BaseException as exc:  # noqa: BLE001 - start must hear of any failure
+        os.write(fifo, b"H" + describe(exc).encode())
+        os._exit(1)
+    try:
+        os.execve(program, args, environment)
+    except OSError as exc:
+        os.write(fifo, b"E%d" % exc.errno)
+        os._exit(127)
+
+
+def find_program(name, env):
+    """Resolve the program as exec(3)'s PATH search would, inside the container."""
+    if not name:
+        raise ExecError("process.args: no program given")
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = next((item[5:] for item in env if item.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    if "/" not in name:
+        raise ExecError(f'exec: "{name}": executable file not found in $PATH')
+    try:
+        os.stat(name)
+    except OSError as exc:
+        raise ExecError(f'exec: "{name}": stat {name}: {errno_text(exc.errno)}') from None
+    raise ExecError(f'exec: "{name}": permission denied')
+
+
+def _become_user(syscalls, process, sets):
+    """Bounding set, user switch keeping capabilities, then the final sets."""
+    if sets is not None:
+        caps.drop_bounding(syscalls, sets)
+        syscalls.prctl(sc.PR_SET_KEEPCAPS, 1)
+    credentials.switch_user(process.user)
+    if sets is not None:
+        syscalls.prctl(sc.PR_SET_KEEPCAPS, 0)
+        try:
+            caps.apply(syscalls, sets)
+        except OSError as exc:
+            raise ExecError(f"apply capabilities: {errno_text(exc.errno)}") from None
+
+
+def _setup_terminal(syscalls, context, process):
+    if context.console_socket_fd is None:
+        raise ExecError("cannot allocate tty if runc will detach without setting console socket")
+    master, slave_path = terminal.open_pty()
+    terminal.send_master(context.console_socket_fd, master)
+    os.close(master)
+    terminal.become_controlling(syscalls, slave_path, process.console_size)
+
+
+def _join_session_keyring(syscalls, container_id):
+    try:
+        syscalls.join_session_keyring(f"_ses.{container_id}")
+    except OSError as exc:
+        # Kernels without keyrings (ENOSYS) or that deny them to namespaces.
+        if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+            raise ExecError(f"join session keyring: {errno_text(exc.errno)}") from None
+
+
+def _write_sysctls(sysctl):
+    for key, value in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise ExecError(f"write sysctl {key}: {errno_text(exc.errno)}") from None
+
+
+def _cgroup_mounter(syscalls, context):
+    from pyoci.linux import cgroups
+    own_namespace = context.config.linux.namespace("cgroup") is not None
+
+    def mount(target, options):
+        cgroups.mount_cgroupfs(syscalls, target, options.flags, context.cgroup_paths,
+                               own_namespace)
+    return mount
+
+
+def _close_fds_except(keep):
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _reset_signals():
+    """CPython ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec."""
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+_PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}

@@ -1,0 +1,399 @@
+"""The host side of create, start, kill, delete and run.
+
+Every step of create has an undo, and state.json records what is needed to
+undo it (init's pid, the cgroup paths) before the step is taken, so a
+failure undoes it here and a crash is undone by ``delete --force``.
+"""
+import json
+import os
+import signal
+
+from pyoci import hooks, process, state
+from pyoci.errors import ContainerError, ExecError, HookError, errno_text
+from pyoci.linux import cgroups, procfs
+from pyoci.state import Container
+
+
+class CreateOptions:
+    __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
+                 "preserve_fds")
+
+    def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
+                 no_new_keyring=False, preserve_fds=0):
+        self.bundle = os.path.abspath(bundle)
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+
+
+def create(root, container_id, options):
+    """Create the container and leave init waiting on exec.fifo. Returns its Container."""
+    from pyoci import spec
+    state.validate_id(container_id)
+    config, _ = spec.load(options.bundle)
+    prepared = _prepare(config, options)
+    container = Container(root, container_id)
+    container.make_dir()
+    manager = None
+    fds = []
+    try:
+        manager = cgroups.manager_for(config.linux.cgroups_path, container_id)
+        container.record = {
+            "id": container_id, "pid": 0, "pid_start_time": None, "creating": True,
+            "bundle": options.bundle, "rootfs": config.root_path,
+            "created": state.rfc3339_now(), "annotations": config.annotations,
+            "cgroup_paths": manager.paths, "owner": "", "has_process": config.process is not None,
+            "hooks": _later_hooks(config),
+        }
+        container.save()
+        manager.create()
+        os.mkfifo(container.fifo)
+        os.chmod(container.fifo, 0o622)  # any container user may open it to write
+        fifo_fd = os.open(container.fifo, os.O_PATH | os.O_CLOEXEC)
+        fds.append(fifo_fd)
+        waiter_fd = process.waiter_memfd()
+        fds.append(waiter_fd)
+        console_fd = _connect_console(options.console_socket) if options.console_socket else None
+        if console_fd is not None:
+            fds.append(console_fd)
+        context = process.InitContext(
+            config=config, container_id=container_id, bundle=options.bundle,
+            fifo_fd=fifo_fd, waiter_fd=waiter_fd, console_socket_fd=console_fd,
+            preserve_fds=options.preserve_fds + prepared["listen_fds"],
+            no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
+            cgroup_paths=manager.paths, caps=prepared["caps"], rlimits=prepared["rlimits"],
+            extra_env=prepared["extra_env"])
+
+        def on_create_hooks(init_pid):
+            _record_pid(container, init_pid)
+            hook_state = container.hook_state(state.CREATED)
+            hooks.run(config.hooks.prestart, hook_state, "prestart")
+            hooks.run(config.hooks.create_runtime, hook_state, "createRuntime")
+            return hook_state
+
+        process.spawn_init(context, manager.add, on_create_hooks)
+        del container.record["creating"]
+        container.save()
+        if options.pid_file:
+            state.write_atomic(os.path.abspath(options.pid_file),
+                               str(container.record["pid"]).encode())
+    except BaseException:
+        _undo_create(container, manager)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return container
+
+
+def _prepare(config, options):
+    """Checks and conversions done before anything exists, so bad input leaves nothing."""
+    from pyoci.linux import caps, rlimits
+    prepared = {"caps": None, "rlimits": [], "extra_env": [], "listen_fds": 0}
+    proc = config.process
+    if proc is not None:
+        if proc.capabilities is not None:
+            prepared["caps"] = caps.CapabilitySets(proc.capabilities)
+        prepared["rlimits"] = rlimits.resolve(proc.rlimits)
+        if proc.terminal and not options.console_socket:
+            raise ExecError("cannot allocate tty if runc will detach without setting console socket")
+    listen_fds = os.environ.get("LISTEN_FDS")
+    if listen_fds and listen_fds.isdigit() and int(listen_fds) > 0:
+        # Socket activation: pass the fds on and tell the program they are its own.
+        prepared["listen_fds"] = int(listen_fds)
+        prepared["extra_env"] = [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
+    return prepared
+
+
+def _later_hooks(config):
+    """The hooks start and delete run, kept because config.json may change."""
+    def raw(hook_list):
+        return [{"path": h.path, "args": h.args, "env": h.env, "timeout": h.timeout}
+                for h in hook_list]
+    return {"poststart": raw(config.hooks.poststart), "poststop": raw(config.hooks.poststop)}
+
+
+def _hooks_from_record(container, phase):
+    from pyoci.spec import Hook
+    return [Hook(raw) for raw in (container.record.get("hooks") or {}).get(phase, ())]
+
+
+def _record_pid(container, pid):
+    container.record["pid"] = pid
+    container.record["pid_start_time"] = procfs.start_time(pid)
+    container.save()
+
+
+def _connect_console(path):
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ExecError(f"connect to console socket {path}: {errno_text(exc.errno)}") from None
+    return sock.detach()
+
+
+def _undo_create(container, manager):
+    """Undo every step create may have taken; each undo tolerates its step not having run."""
+    pid = (container.record or {}).get("pid")
+    if pid:
+        process.kill_and_reap(pid)
+    if manager is not None:
+        _kill_cgroup_and_remove(manager)
+    container.remove_dir()
+    if container.record:
+        _run_poststop(container)
+
+
+def start(root, container_id):
+    _start(Container(root, container_id).lock_existing())
+
+
+def _start(container):
+    status = container.status()
+    if not state.can_start(status):
+        if status == state.STOPPED:
+            raise ContainerError("cannot start a container that has stopped")
+        raise ContainerError(f"cannot start an already {status} container")
+    if not container.record.get("has_process", True):
+        raise ContainerError("cannot start a container with no process (process is not set in config.json)")
+    try:
+        _release_fifo(container)
+    except ExecError:
+        _kill_init(container)
+        raise
+    except HookError:
+        # A failed startContainer or poststart hook: the spec goes on to
+        # destroy the container and run the poststop hooks.
+        _delete(container, force=True)
+        raise
+    try:
+        hooks.run(_hooks_from_record(container, "poststart"),
+                  container.hook_state(state.RUNNING), "poststart")
+    except HookError:
+        _delete(container, force=True)
+        raise
+
+
+def _release_fifo(container):
+    """Let init exec the program; return once it has, or raise why it did not."""
+    import select
+    pid = container.record["pid"]
+    pidfd = os.pidfd_open(pid)
+    fifo = os.open(container.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    received = b""
+    try:
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        init_exited = False
+        while True:
+            events = dict(poller.poll())
+            if events.get(fifo):
+                chunk = os.read(fifo, 4096)
+                if not chunk:
+                    break  # the waiter's end closed: exec happened, or it died
+                received += chunk
+            elif events.get(pidfd):
+                if init_exited:
+                    break
+                init_exited = True  # drain what it wrote before leaving
+    finally:
+        os.close(fifo)
+        os.close(pidfd)
+        os.unlink(container.fifo)
+    if received == b"0":
+        return
+    if received.startswith(b"0E"):
+        raise ExecError(f"exec failed: {errno_text(int(received[2:]))}")
+    if received.startswith(b"0H"):
+        raise HookError(received[2:].decode(errors="replace"))
+    raise ExecError("container init exited before the program could be started")
+
+
+def _kill_init(container):
+    try:
+        os.kill(container.record["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def parse_signal(text):
+    """'KILL', 'SIGKILL', 'kill' or '9' to a signal number, as runc accepts."""
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        number = getattr(signal, name, None)
+        if isinstance(number, signal.Signals):
+            return int(number)
+    raise ContainerError(f"unknown signal {text!r}")
+
+
+def kill(root, container_id, signal_text="SIGTERM", all_processes=False):
+    signum = parse_signal(signal_text)
+    container = Container(root, container_id).load()
+    if not state.can_kill(container.status()):
+        raise ContainerError("container not running")
+    if all_processes:
+        manager = cgroups.from_paths(container.record["cgroup_paths"])
+        for pid in manager.pids():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        return
+    _signal_init(container, signum)
+
+
+def _signal_init(container, signum):
+    """Signal init through a pidfd, so a recycled pid is never hit."""
+    pid = container.record["pid"]
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise ContainerError("container not running") from None
+    try:
+        if not procfs.is_alive(pid, container.record["pid_start_time"]):
+            raise ContainerError("container not running")
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        raise ContainerError("container not running") from None
+    finally:
+        os.close(pidfd)
+
+
+def delete(root, container_id, force=False):
+    try:
+        container = Container(root, container_id).lock_existing()
+    except ContainerError:
+        if force:
+            return
+        raise
+    _delete(container, force)
+
+
+def _delete(container, force):
+    status = container.status()
+    if not state.can_delete(status):
+        if not force:
+            raise ContainerError(
+                f"cannot delete container {container.id} that is not stopped: {status}")
+    paths = container.record.get("cgroup_paths")
+    if paths:
+        _kill_cgroup_and_remove(cgroups.from_paths(paths))
+    if status != state.STOPPED:
+        _kill_init_and_wait(container)
+    container.remove_dir()
+    _run_poststop(container)
+
+
+def _run_poststop(container):
+    hooks.run_all_warning(_hooks_from_record(container, "poststop"),
+                          container.hook_state(state.STOPPED), "poststop")
+
+
+def _kill_init_and_wait(container):
+    pid = container.record["pid"]
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if procfs.is_alive(pid, container.record["pid_start_time"]):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _wait_pidfd(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+def _wait_pidfd(pidfd):
+    import select
+    select.select([pidfd], [], [])
+
+
+def _kill_cgroup_and_remove(manager):
+    """SIGKILL whatever is left in the cgroup, wait for it to exit, remove the cgroup."""
+    pidfds = []
+    for pid in manager.pids():
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pidfds.append(pidfd)
+    for pidfd in pidfds:
+        _wait_pidfd(pidfd)
+        os.close(pidfd)
+    manager.destroy()
+
+
+def run(root, container_id, options, detach=False, keep=False):
+    """create + start; in the foreground, wait and return the exit status."""
+    container = create(root, container_id, options)
+    try:
+        _start(container)
+    except BaseException:
+        _delete(container, force=True)
+        raise
+    if detach:
+        return 0
+    status = _wait_forwarding_signals(container.record["pid"])
+    if not keep:
+        _delete(container, force=True)
+    return status
+
+
+def _wait_forwarding_signals(pid):
+    """Wait for init (our child: we are its subreaper), passing signals on."""
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            try:
+                signal.signal(signum, forward)
+            except (OSError, ValueError):
+                pass
+    while True:
+        waited, status = os.waitpid(-1, 0)
+        if waited == pid:
+            break
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def container_state(root, container_id):
+    return Container(root, container_id).load().oci_state()
+
+
+def list_states(root):
+    result = []
+    for container_id in state.list_ids(root):
+        try:
+            result.append(Container(root, container_id).load().oci_state())
+        except (ContainerError, OSError, ValueError):
+            continue
+    return result
+
+
+def write_default_spec(bundle, rootless):
+    from pyoci.spec import default_config
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise ExecError("File config.json exists. Remove it first.")
+    with open(path, "w") as f:
+        json.dump(default_config(rootless), f, indent="\t")

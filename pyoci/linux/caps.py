@@ -1,0 +1,72 @@
+"""Capabilities: names to numbers, and applying the five sets.
+
+Order matters (as in runc): drop the bounding set while still privileged,
+keep capabilities across the uid change, then set effective, permitted and
+inheritable with capset, then raise the ambient ones.
+"""
+from pyoci.errors import ConfigError
+from pyoci.linux import syscalls as sc
+
+NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+NUMBERS = {name: number for number, name in enumerate(NAMES)}
+
+
+def last_cap():
+    """The highest capability number the running kernel knows."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def mask(names, set_name, kernel_last):
+    """Bit mask of NAMES; an unknown name is a config error."""
+    result = 0
+    for name in names:
+        number = NUMBERS.get(name)
+        if number is None or number > kernel_last:
+            raise ConfigError(f"config.json: process.capabilities.{set_name}: "
+                              f"unknown capability {name!r}")
+        result |= 1 << number
+    return result
+
+
+class CapabilitySets:
+    """Bit masks per set; None where the config leaves the set alone."""
+    __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient", "last")
+
+    def __init__(self, capabilities):
+        self.last = last_cap()
+        for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+            names = getattr(capabilities, set_name)
+            setattr(self, set_name, None if names is None else mask(names, set_name, self.last))
+
+
+def drop_bounding(sys, sets):
+    if sets.bounding is None:
+        return
+    for number in range(sets.last + 1):
+        if not sets.bounding & (1 << number):
+            sys.prctl(sc.PR_CAPBSET_DROP, number)
+
+
+def apply(sys, sets):
+    """capset the three classic sets and raise the ambient ones.
+
+    The kernel keeps ambient within permitted and inheritable; like runc,
+    ambient names outside both are left out rather than failing the container.
+    """
+    sys.capset(sets.effective or 0, sets.permitted or 0, sets.inheritable or 0)
+    sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    raisable = (sets.ambient or 0) & (sets.permitted or 0) & (sets.inheritable or 0)
+    for number in range(sets.last + 1):
+        if raisable & (1 << number):
+            sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, number)

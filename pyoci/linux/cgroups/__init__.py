@@ -1,0 +1,132 @@
+"""Placing a container in its cgroups, behind one interface for v1 and v2.
+
+``manager_for(cgroups_path, container_id)`` detects the host's mode and
+returns a manager with ``create()``, ``add(pid)``, ``paths``, ``pids()``,
+``frozen()`` and ``destroy()``. A manager is rebuilt from its recorded
+``paths`` with ``from_paths`` by later commands (kill --all, delete).
+
+Where the cgroup goes (as runc's cgroupfs driver): an absolute cgroupsPath
+is taken from each hierarchy's root; a relative one, or the container id
+when cgroupsPath is absent, from the cgroup PID 1 is in.
+"""
+import os
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+LEGACY = "legacy"
+HYBRID = "hybrid"
+UNIFIED = "unified"
+
+# The key for the v2 hierarchy in a paths mapping; v1 keys are controller names.
+UNIFIED_KEY = ""
+
+
+def detect_mode(root=CGROUP_ROOT, mountinfo="/proc/self/mountinfo"):
+    """LEGACY, HYBRID or UNIFIED, from what is mounted at ROOT."""
+    types = {}
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            types[fields[4]] = fields[separator + 1]
+    if types.get(root) == "cgroup2":
+        return UNIFIED
+    if types.get(os.path.join(root, "unified")) == "cgroup2":
+        return HYBRID
+    return LEGACY
+
+
+def own_cgroups(pid="self"):
+    """{controller-or-'': path} from /proc/PID/cgroup."""
+    result = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if not controllers:
+                result[UNIFIED_KEY] = path
+            for controller in controllers.split(","):
+                result[controller] = path
+    return result
+
+
+def container_cgroup(cgroups_path, container_id, base):
+    """The cgroup path (from a hierarchy's root) for a container."""
+    path = cgroups_path or container_id
+    if path.startswith("/"):
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(base, path))
+
+
+def manager_for(cgroups_path, container_id, root=CGROUP_ROOT):
+    mode = detect_mode(root)
+    if mode == UNIFIED:
+        from pyoci.linux.cgroups.v2 import Manager
+        base = own_cgroups("1").get(UNIFIED_KEY, "/")
+        return Manager.for_path(root, container_cgroup(cgroups_path, container_id, base))
+    from pyoci.linux.cgroups.v1 import Manager
+    return Manager.for_path(root, cgroups_path, container_id, hybrid=(mode == HYBRID))
+
+
+def from_paths(paths):
+    """A manager for cgroups recorded earlier as {key: directory}."""
+    from pyoci.linux.cgroups import v1, v2
+    if list(paths) == [UNIFIED_KEY]:
+        return v2.Manager(paths[UNIFIED_KEY])
+    return v1.Manager(paths)
+
+
+def read_pids(procs_file):
+    try:
+        with open(procs_file) as f:
+            return [int(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def write_file(directory, name, value):
+    with open(os.path.join(directory, name), "w") as f:
+        f.write(value)
+
+
+def remove_dir(directory):
+    """rmdir a cgroup; already gone is fine."""
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+
+
+def mount_cgroupfs(sys, target, flags, paths, own_namespace):
+    """A `cgroup` mount entry: the container's own cgroups at TARGET.
+
+    In a cgroup namespace the kernel shows the namespace's root, so the
+    filesystem is mounted for real; without one, the container's
+    directories are bind-mounted so it sees only its own cgroups.
+    """
+    from pyoci.linux.mounts import MS_RDONLY, MS_REMOUNT
+    if list(paths) == [UNIFIED_KEY]:
+        _mount_hierarchy(sys, target, flags, paths[UNIFIED_KEY], "cgroup2", None, own_namespace)
+        return
+    sys.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+    for key, directory in paths.items():
+        mount_name = os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
+        sub = os.path.join(target, mount_name)
+        os.makedirs(sub, exist_ok=True)
+        if key == UNIFIED_KEY:
+            _mount_hierarchy(sys, sub, flags, directory, "cgroup2", None, own_namespace)
+        else:
+            data = key if key.startswith("name=") else mount_name
+            _mount_hierarchy(sys, sub, flags, directory, "cgroup", data, own_namespace)
+    if flags & MS_RDONLY:
+        sys.mount(None, target, None, flags | MS_REMOUNT | MS_RDONLY)
+
+
+def _mount_hierarchy(sys, target, flags, directory, fs_type, data, own_namespace):
+    from pyoci.linux.mounts import MS_BIND, MS_REC, remount_bind
+    os.makedirs(target, exist_ok=True)
+    if own_namespace:
+        sys.mount(fs_type, target, fs_type, flags, data)
+    else:
+        sys.mount(directory, target, "bind", MS_BIND | MS_REC)
+        remount_bind(sys, target, flags | MS_REC)

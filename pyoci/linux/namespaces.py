@@ -1,0 +1,75 @@
+"""Entering namespaces: joined by path or created new, user namespace first."""
+import os
+
+from pyoci.errors import ExecError, errno_text
+from pyoci.linux import syscalls as sc
+
+FLAGS = {
+    "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
+    "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
+    "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME,
+}
+# setns into the mount namespace changes our root, so it comes last.
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+def open_paths(namespaces):
+    """Open every namespace given by path, before any of them is entered."""
+    fds = {}
+    for ns in namespaces:
+        if ns.path is not None:
+            try:
+                fds[ns.type] = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ExecError(f"open {ns.type} namespace {ns.path}: "
+                                f"{errno_text(exc.errno)}") from None
+    return fds
+
+
+def join(sys, ns_type, fd):
+    try:
+        sys.setns(fd, FLAGS[ns_type])
+    except OSError as exc:
+        raise ExecError(f"join {ns_type} namespace: {errno_text(exc.errno)}") from None
+    finally:
+        os.close(fd)
+
+
+def new_flags(namespaces, skip=()):
+    flags = 0
+    for ns in namespaces:
+        if ns.path is None and ns.type not in skip:
+            flags |= FLAGS[ns.type]
+    return flags
+
+
+def unshare(sys, flags):
+    try:
+        sys.unshare(flags)
+    except OSError as exc:
+        raise ExecError(f"unshare namespaces: {errno_text(exc.errno)}") from None
+
+
+def write_time_offsets(offsets):
+    """Set the new time namespace's clocks; only allowed before its first process."""
+    lines = [f"{clock} {value.get('secs', 0)} {value.get('nanosecs', 0)}\n"
+             for clock, value in offsets.items()]
+    try:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(lines))
+    except OSError as exc:
+        raise ExecError(f"write time offsets: {errno_text(exc.errno)}") from None
+
+
+def format_id_map(mappings):
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+def write_id_maps(pid, uid_mappings, gid_mappings):
+    """Written by the runtime, from outside the new user namespace."""
+    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(format_id_map(mappings))
+        except OSError as exc:
+            raise ExecError(f"write {name}: {errno_text(exc.errno)}") from None

@@ -1,0 +1,44 @@
+"""What pyoci reads about processes from /proc. The root is a parameter so
+unit tests can point it at a fake tree."""
+import os
+
+PROC = "/proc"
+
+
+def stat_fields(pid, proc=PROC):
+    """Fields of /proc/PID/stat after the command name, or None if gone.
+
+    Index 0 is the state letter, index 19 the start time in clock ticks.
+    """
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return data[data.rindex(b")") + 2:].split()
+
+
+def start_time(pid, proc=PROC):
+    """The process's start time in clock ticks, or None if it does not exist."""
+    fields = stat_fields(pid, proc)
+    return int(fields[19]) if fields else None
+
+
+def is_alive(pid, expected_start_time, proc=PROC):
+    """True if PID is the same process (by start time) and not a zombie."""
+    fields = stat_fields(pid, proc)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
+    return int(fields[19]) == expected_start_time
+
+
+def children_pids(pid, proc=PROC):
+    """Every pid whose parent is PID (for `ps`-style walks)."""
+    result = []
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            fields = stat_fields(entry, proc)
+            if fields and int(fields[1]) == pid:
+                result.append(int(entry))
+    return result

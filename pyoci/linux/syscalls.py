@@ -1,0 +1,97 @@
+"""The one seam between pyoci and the kernel calls os lacks.
+
+``Syscalls`` wraps pyoci._native (cffi); every call checks its result right
+where it is made and raises OSError with the errno, so callers handle one
+exception type. Tests substitute an object with the same methods.
+"""
+import os
+
+# Namespace clone flags (linux/sched.h).
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# prctl options (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _check(result, what, path=None):
+    if result < 0:
+        from pyoci._native import ffi
+        code = ffi.errno
+        raise OSError(code, f"{what}: {os.strerror(code)}", path)
+    return result
+
+
+class Syscalls:
+    """Real kernel calls through the cffi shim (loaded on first use)."""
+
+    def __init__(self):
+        from pyoci._native import ffi, lib
+        self._ffi = ffi
+        self._lib = lib
+
+    def _c_str(self, value):
+        return value.encode() if value is not None else self._ffi.NULL
+
+    def unshare(self, flags):
+        _check(self._lib.pyoci_unshare(flags), "unshare")
+
+    def setns(self, fd, nstype=0):
+        _check(self._lib.pyoci_setns(fd, nstype), "setns")
+
+    def mount(self, source, target, fstype, flags, data=None):
+        _check(self._lib.pyoci_mount(
+            self._c_str(source), self._c_str(target), self._c_str(fstype), flags, self._c_str(data)),
+            "mount", target)
+
+    def umount2(self, target, flags):
+        _check(self._lib.pyoci_umount2(target.encode(), flags), "umount", target)
+
+    def pivot_root(self, new_root, put_old):
+        _check(self._lib.pyoci_pivot_root(new_root.encode(), put_old.encode()),
+               "pivot_root", new_root)
+
+    def capset(self, effective, permitted, inheritable):
+        """Each set is an int bit mask of capability numbers."""
+        words = [self._ffi.new("uint32_t[2]", [mask & 0xFFFFFFFF, mask >> 32])
+                 for mask in (effective, permitted, inheritable)]
+        _check(self._lib.pyoci_capset(*words), "capset")
+
+    def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
+        return _check(self._lib.pyoci_prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+    def setdomainname(self, name):
+        raw = name.encode()
+        _check(self._lib.pyoci_setdomainname(raw, len(raw)), "setdomainname")
+
+    def join_session_keyring(self, name):
+        _check(self._lib.pyoci_join_session_keyring(self._c_str(name)), "join session keyring")
+
+    def personality(self, persona):
+        _check(self._lib.pyoci_personality(persona), "personality")
+
+
+_instance = None
+
+
+def syscalls():
+    """The process-wide Syscalls, created on first use."""
+    global _instance
+    if _instance is None:
+        _instance = Syscalls()
+    return _instance

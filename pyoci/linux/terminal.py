@@ -1,0 +1,43 @@
+"""The container's pseudo-terminal: made inside the container's devpts, its
+master handed to the engine over the console socket (SCM_RIGHTS, as runc),
+its slave made the init's controlling terminal and stdio."""
+import fcntl
+import os
+import socket
+import struct
+import termios
+
+from pyoci.linux.mounts import MS_BIND, make_mount_point
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+
+
+def open_pty():
+    """(master fd, slave path) from /dev/ptmx of the current root."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+    return master, f"/dev/pts/{number}"
+
+
+def set_size(fd, rows, columns):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def send_master(console_socket_fd, master):
+    with socket.socket(fileno=console_socket_fd) as sock:
+        socket.send_fds(sock, [b"/dev/ptmx"], [master])
+
+
+def become_controlling(sys, slave_path, console_size):
+    """Make the slave the console, the controlling tty and fds 0-2."""
+    make_mount_point("/dev/console", source_is_dir=False)
+    sys.mount(slave_path, "/dev/console", "bind", MS_BIND)
+    slave = os.open(slave_path, os.O_RDWR | os.O_CLOEXEC)
+    if console_size:
+        set_size(slave, console_size["height"], console_size["width"])
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -1,0 +1,186 @@
+"""Container state on disk and the status derived from the system.
+
+One directory per container under the root (default /run/pyoci):
+
+    <root>/<id>/state.json   what create recorded (written via temp + rename)
+    <root>/<id>/exec.fifo    present from create until start
+    <root>/<id>/lock         flock()ed by every command acting on the id
+
+The status is never read back from disk: a container is ``stopped`` when its
+init process is gone, a zombie, or a different process with the same pid
+(start time differs); ``created`` while exec.fifo exists; ``running`` after.
+"""
+import fcntl
+import json
+import os
+import re
+import time
+
+from pyoci import OCI_VERSION
+from pyoci.errors import ContainerError
+from pyoci.linux import procfs
+
+DEFAULT_ROOT = "/run/pyoci"
+_VALID_ID = re.compile(r"^[\w+\-.]+$")
+
+CREATING = "creating"
+CREATED = "created"
+RUNNING = "running"
+STOPPED = "stopped"
+PAUSED = "paused"
+
+
+def validate_id(container_id):
+    if not container_id or container_id in (".", "..") or not _VALID_ID.match(container_id):
+        raise ContainerError(f"invalid container ID format: {container_id}")
+
+
+def can_start(status):
+    return status == CREATED
+
+
+def can_kill(status):
+    return status in (CREATED, RUNNING, PAUSED)
+
+
+def can_delete(status):
+    return status == STOPPED
+
+
+def write_atomic(path, data, mode=0o644):
+    """Write bytes to PATH so readers see the old or the new file, never half."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def rfc3339_now():
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+class Container:
+    """One container's directory and recorded facts.
+
+    ``record`` holds what create wrote: id, pid, pid_start_time, bundle,
+    rootfs, created, annotations, cgroup_paths, has_process, owner, and the
+    config hooks that later commands run (start, poststart, poststop).
+    """
+
+    def __init__(self, root, container_id):
+        self.root = root
+        self.id = container_id
+        self.dir = os.path.join(root, container_id)
+        self.record = None
+        self._lock_fd = None
+
+    @property
+    def state_file(self):
+        return os.path.join(self.dir, "state.json")
+
+    @property
+    def fifo(self):
+        return os.path.join(self.dir, "exec.fifo")
+
+    # ---- creation and locking -------------------------------------------
+    def make_dir(self):
+        """Create the container directory; fail if the id is taken."""
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(self.dir, 0o711)
+        except FileExistsError:
+            raise ContainerError(f"container with id exists: {self.id}") from None
+        self.lock()
+
+    def lock(self):
+        """Hold an exclusive lock on the container until this process exits."""
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
+    def lock_existing(self):
+        """Lock an existing container and load its record."""
+        try:
+            self.lock()
+        except FileNotFoundError:
+            raise ContainerError(f'container "{self.id}" does not exist') from None
+        return self.load()
+
+    # ---- the record -------------------------------------------------------
+    def save(self):
+        write_atomic(self.state_file, json.dumps(self.record).encode(), 0o600)
+
+    def load(self):
+        """Read the record; a missing container is a ContainerError."""
+        try:
+            with open(self.state_file, "rb") as f:
+                self.record = json.load(f)
+        except FileNotFoundError:
+            if os.path.isdir(self.dir):
+                # create died before it recorded anything: only delete -f applies.
+                self.record = {"id": self.id, "pid": 0, "pid_start_time": None,
+                               "bundle": "", "rootfs": "", "created": "",
+                               "annotations": {}, "cgroup_paths": {}, "owner": ""}
+                return self
+            raise ContainerError(f'container "{self.id}" does not exist') from None
+        return self
+
+    def status(self):
+        record = self.record
+        if not record.get("pid") or not procfs.is_alive(record["pid"], record["pid_start_time"]):
+            return STOPPED
+        if record.get("creating"):
+            return CREATING
+        if os.path.exists(self.fifo):
+            return CREATED
+        paths = record.get("cgroup_paths")
+        if paths:
+            from pyoci.linux import cgroups
+            if cgroups.from_paths(paths).frozen():
+                return PAUSED
+        return RUNNING
+
+    def oci_state(self):
+        """runc's state JSON: the spec's fields plus rootfs, created, owner."""
+        status = self.status()
+        record = self.record
+        state = {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "pid": record["pid"] if status != STOPPED else 0,
+            "status": status,
+            "bundle": record["bundle"],
+            "rootfs": record["rootfs"],
+            "created": record["created"],
+        }
+        if record.get("annotations"):
+            state["annotations"] = record["annotations"]
+        state["owner"] = record.get("owner", "")
+        return state
+
+    def hook_state(self, status):
+        """The state JSON passed to hooks on stdin."""
+        record = self.record
+        state = {"ociVersion": OCI_VERSION, "id": self.id, "status": status,
+                 "bundle": record["bundle"], "annotations": record.get("annotations") or {}}
+        if status != STOPPED:
+            state["pid"] = record["pid"]
+        return state
+
+    def remove_dir(self):
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+
+def list_ids(root):
+    try:
+        return sorted(entry for entry in os.listdir(root)
+                      if os.path.isdir(os.path.join(root, entry)))
+    except FileNotFoundError:
+        return []

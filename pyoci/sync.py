@@ -1,0 +1,91 @@
+"""The parent <-> init protocol of `create`.
+
+Three processes take part: the runtime (``pyoci create``), the namespace
+stage (a fork that enters or creates the namespaces) and init (its fork, the
+container's PID 1). They talk over one SOCK_SEQPACKET socketpair, one JSON
+object per packet, ``{"type": ...}``; either child may instead send
+``{"type": "error", "message": ...}`` and leave with os._exit(1), and the
+runtime then undoes what create did.
+
+  runtime                          namespace stage                 init
+  -------                          ---------------                 ----
+  fork ----------------------------> (starts non-dumpable)
+  cgroup: add stage pid              [user ns: unshare(NEWUSER)]
+               <------------------- ID_MAP_REQUEST (user ns only)
+  write uid_map / gid_map
+  GO ------------------------------> setns(paths), unshare(rest)
+                                     [time ns: write offsets]
+                                     fork -------------------------> (PID 1)
+               <------------------- INIT_PID {pid}
+  waitpid(stage)                     os._exit(0)
+  write oom_score_adj
+  GO ------------------------------------------------------------------>
+                                                                   mounts, devices
+               <----------------------------------------------------- RUN_HOOKS
+  prestart, createRuntime hooks
+  HOOKS_DONE --------------------------------------------------------->
+                                                                   createContainer hooks,
+                                                                   pivot_root, paths, sysctl,
+                                                                   console, user, caps,
+                                                                   close fds
+               <----------------------------------------------------- READY
+  end of file <------------------------------------------------------ exec pyoci-waiter
+  write state.json, pid file                                       (the socket is close-on-exec);
+  exit 0                                                           it blocks on exec.fifo
+
+`start` later opens exec.fifo for reading: the waiter writes "0" and executes
+the user's program; the fifo's write end is close-on-exec, so `start` reads
+end-of-file exactly when the program has been executed.
+"""
+import json
+import socket
+
+from pyoci.errors import ExecError
+
+ID_MAP_REQUEST = "id_map_request"
+GO = "go"
+INIT_PID = "init_pid"
+RUN_HOOKS = "run_hooks"
+HOOKS_DONE = "hooks_done"
+READY = "ready"
+ERROR = "error"
+
+_MAX_PACKET = 65536
+
+
+def channel():
+    """A connected pair of close-on-exec sockets: (runtime end, child end)."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock, message_type, **fields):
+    fields["type"] = message_type
+    sock.send(json.dumps(fields).encode())
+
+
+def send_error(sock, message):
+    send(sock, ERROR, message=message)
+
+
+def receive(sock, expected):
+    """The next message, which must be of type EXPECTED.
+
+    An error message, or the peer vanishing, becomes an ExecError.
+    """
+    data = sock.recv(_MAX_PACKET)
+    if not data:
+        raise ExecError(f"container init exited before sending {expected}")
+    message = json.loads(data)
+    if message["type"] == ERROR:
+        raise ExecError(message["message"])
+    if message["type"] != expected:
+        raise ExecError(f"container init sent {message['type']}, expected {expected}")
+    return message
+
+
+def receive_end(sock):
+    """Wait for the peer to close its end (its exec closed it); an error message instead raises."""
+    data = sock.recv(_MAX_PACKET)
+    if data:
+        message = json.loads(data)
+        raise ExecError(message.get("message") or f"container init sent {message['type']} after ready")
