@@ -1,0 +1,50 @@
+"""Fixtures for pyoci's own tests.
+
+Integration tests drive the installed `pyoci` command (the one beside this
+interpreter) with conformance/harness.py's Runtime, Probe and LeakCheck.
+"""
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PYOCI = str(Path(sys.executable).parent / "pyoci")
+
+
+def _can_run_containers():
+    return os.geteuid() == 0 and os.path.exists(PYOCI)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs root and the installed pyoci command")
+    if not _can_run_containers():
+        for item in items:
+            if "root" in item.keywords and "conformance" not in str(item.fspath):
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def pyoci():
+    from conformance.harness import Runtime
+    scratch = Path(tempfile.mkdtemp(prefix="pyoci-"))
+    runtime = Runtime(PYOCI, scratch / "state")
+    yield runtime
+    runtime.force_delete_all()
+    shutil.rmtree(scratch)
+
+
+@pytest.fixture
+def probe(pyoci, tmp_path):
+    from conformance.harness import Probe
+    return Probe(pyoci, tmp_path)
+
+
+@pytest.fixture
+def leak_check(pyoci, tmp_path):
+    from conformance.harness import LeakCheck
+    check = LeakCheck(pyoci, tmp_path)
+    yield check
+    check.close()
