@@ -11,9 +11,10 @@ import socket
 
 from pyoci import hooks, sync
 from pyoci.errors import ExecError, describe, errno_text
-# Everything init uses is imported here: after pivot_root the host's
-# site-packages are out of reach.
-from pyoci.linux import caps, credentials, network, rlimits, rootfs, terminal
+# Everything init uses is imported here, and process.py imports this module
+# before it forks: after pivot_root the host's site-packages are out of reach,
+# and after the switch to a user namespace's root they may be unreadable.
+from pyoci.linux import caps, cgroups, credentials, network, rlimits, rootfs, terminal
 from pyoci.linux import syscalls as sc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -182,7 +183,6 @@ def _write_sysctls(sysctl):
 
 
 def _cgroup_mounter(syscalls, context):
-    from pyoci.linux import cgroups
     own_namespace = context.config.linux.namespace("cgroup") is not None
 
     def mount(target, options):

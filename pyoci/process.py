@@ -55,6 +55,9 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
     On failure everything forked is killed and reaped before raising.
     """
     syscalls = sc.syscalls()  # load the shim before fork, once.
+    # Import init's code now: after the uid switch into a user namespace, or
+    # after pivot_root, the host's Python files may be out of reach.
+    from pyoci import init
     config = context.config
     runtime_sock, child_sock = sync.channel()
     context.sync_sock = child_sock
@@ -62,7 +65,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
     stage_pid = os.fork()
     if stage_pid == 0:
         runtime_sock.close()
-        _child(child_sock, lambda: _namespace_stage(syscalls, context))
+        _child(child_sock, lambda: _namespace_stage(syscalls, context, init))
     child_sock.close()
     init_pid = None
     try:
@@ -128,7 +131,7 @@ def _child(sock, body):
     os._exit(code)
 
 
-def _namespace_stage(syscalls, context):
+def _namespace_stage(syscalls, context, init):
     syscalls.prctl(sc.PR_SET_DUMPABLE, 0)
     config = context.config
     linux = config.linux
@@ -152,6 +155,5 @@ def _namespace_stage(syscalls, context):
         os.setresuid(0, 0, 0)
     init_pid = os.fork()
     if init_pid == 0:
-        from pyoci import init
         _child(sock, lambda: init.run(syscalls, context))
     sync.send(sock, sync.INIT_PID, pid=init_pid)
