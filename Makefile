@@ -19,7 +19,8 @@ $(VENV)/.installed: setup.py pyproject.toml pyoci/_build.py csrc/shim.c csrc/shi
 	$(MAKE) apt-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e . pytest hypothesis
+	@# compat mode: a plain path in a .pth, no import hook to slow every start.
+	$(PY) -m pip install -q -e . --config-settings editable_mode=compat pytest hypothesis
 	touch $@
 
 install: $(VENV)/.installed

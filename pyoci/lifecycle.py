@@ -8,7 +8,7 @@ import json
 import os
 import signal
 
-from pyoci import hooks, process, state
+from pyoci import hooks, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
 from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
@@ -30,7 +30,7 @@ class CreateOptions:
 
 def create(root, container_id, options):
     """Create the container and leave init waiting on exec.fifo. Returns its Container."""
-    from pyoci import spec
+    from pyoci import process, spec
     state.validate_id(container_id)
     config, _ = spec.load(options.bundle)
     prepared = _prepare(config, options)
@@ -139,6 +139,7 @@ def _connect_console(path):
 
 def _undo_create(container, manager):
     """Undo every step create may have taken; each undo tolerates its step not having run."""
+    from pyoci import process
     pid = (container.record or {}).get("pid")
     if pid:
         process.kill_and_reap(pid)
