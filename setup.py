@@ -1,5 +1,9 @@
-"""Builds pyoci: the cffi shim (pyoci._native) and the static fifo waiter."""
+"""Builds pyoci: the cffi shim (pyoci._native), the static fifo waiter, and
+the seccomp syscall tables read from this machine's kernel headers."""
+import json
 import os
+import platform
+import re
 import subprocess
 
 from setuptools import setup
@@ -9,8 +13,29 @@ WAITER_FLAGS = ["-O2", "-static", "-nostdlib", "-ffreestanding", "-fno-builtin",
                 "-fno-stack-protector", "-fno-pie", "-no-pie", "-Wall", "-Werror"]
 
 
+# libseccomp's architecture names -> the header defining their syscall numbers.
+SYSCALL_HEADERS = {
+    "x86_64": {"SCMP_ARCH_X86_64": "asm/unistd_64.h", "SCMP_ARCH_X86": "asm/unistd_32.h",
+               "SCMP_ARCH_X32": "asm/unistd_x32.h"},
+    "aarch64": {"SCMP_ARCH_AARCH64": "asm/unistd.h"},
+}
+X32_SYSCALL_BIT = 0x40000000
+
+
+def syscall_numbers(compiler, header):
+    """{name: number} from the #defines of HEADER."""
+    macros = subprocess.run([compiler, "-E", "-dM", "-include", header, "-x", "c", "/dev/null"],
+                            check=True, capture_output=True, text=True).stdout
+    table = {}
+    for name, value in re.findall(r"^#define __NR_(\w+) (.+)$", macros, re.M):
+        found = re.fullmatch(r"\(?(__X32_SYSCALL_BIT \+ )?(\d+)\)?", value.strip())
+        if found:
+            table[name] = int(found.group(2)) + (X32_SYSCALL_BIT if found.group(1) else 0)
+    return table
+
+
 class BuildWithWaiter(build_ext):
-    """Also compiles csrc/waiter.c into the package as pyoci/pyoci-waiter."""
+    """Also builds pyoci/pyoci-waiter (csrc/waiter.c) and pyoci/syscalls.json."""
 
     def run(self):
         super().run()
@@ -20,6 +45,10 @@ class BuildWithWaiter(build_ext):
         subprocess.check_call([compiler, *WAITER_FLAGS, "-o",
                                os.path.join(package_dir, "pyoci-waiter"),
                                "csrc/waiter.c"])
+        headers = SYSCALL_HEADERS.get(platform.machine(), {})
+        tables = {arch: syscall_numbers(compiler, header) for arch, header in headers.items()}
+        with open(os.path.join(package_dir, "syscalls.json"), "w") as f:
+            json.dump(tables, f, sort_keys=True)
 
 
 setup(
@@ -29,7 +58,7 @@ setup(
     python_requires=">=3.11",
     packages=["pyoci", "pyoci.linux", "pyoci.linux.cgroups", "pyoci.schemas"],
     package_dir={"pyoci.schemas": "schemas"},
-    package_data={"pyoci.schemas": ["*.json"], "pyoci": ["pyoci-waiter"]},
+    package_data={"pyoci.schemas": ["*.json"], "pyoci": ["pyoci-waiter", "syscalls.json"]},
     install_requires=["cffi>=1.15", "jsonschema>=4"],
     cffi_modules=["pyoci/_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithWaiter},

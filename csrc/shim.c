@@ -1,11 +1,15 @@
 #define _GNU_SOURCE
 #include <sched.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include "shim.h"
 
 #ifndef KEYCTL_JOIN_SESSION_KEYRING
@@ -60,3 +64,35 @@ long pyoci_join_session_keyring(const char *name)
 }
 
 int pyoci_personality(unsigned long persona) { return personality(persona); }
+
+/* FILTER is LENGTH bytes of struct sock_filter, as pyoci/linux/seccomp.py assembles them. */
+int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length)
+{
+    struct sock_fprog program = {
+        .len = (unsigned short)(length / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)filter,
+    };
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &program);
+}
+
+/* Every signal to its default action and an empty mask, for exec. The raw
+ * syscall reaches the signals glibc reserves (32, 33), which sigaction(3) and
+ * so Python refuse, yet which a parent may have left ignored. */
+int pyoci_reset_signals(void)
+{
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        unsigned long mask;
+    } action;
+    memset(&action, 0, sizeof(action));   /* SIG_DFL */
+    for (int signum = 1; signum <= 64; signum++) {
+        if (signum == SIGKILL || signum == SIGSTOP)
+            continue;
+        if (syscall(SYS_rt_sigaction, signum, &action, NULL, 8) < 0)
+            return -1;
+    }
+    unsigned long empty = 0;
+    return syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
+}

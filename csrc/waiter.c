@@ -1,6 +1,6 @@
 /* pyoci-waiter: what a created container runs while it waits for `start`.
  *
- *   pyoci-waiter FIFO_FD PROGRAM ARGV0 [ARGS...]
+ *   pyoci-waiter FIFO_FD SECCOMP_FD SECCOMP_FLAGS PROGRAM ARGV0 [ARGS...]
  *
  * The container's init has done all of its setup in Python, then executes
  * this (from a sealed memfd copy) so that a waiting container costs a few
@@ -8,14 +8,21 @@
  *   1. makes itself non-dumpable (it still holds a host fd, FIFO_FD),
  *   2. opens the exec fifo for writing through /proc/self/fd/FIFO_FD, which
  *      blocks until `start` opens the fifo for reading,
- *   3. writes "0", closes FIFO_FD, and executes PROGRAM with ARGV0 ARGS...
- *      and the environment it was given. The write end is close-on-exec, so
- *      `start` reads end-of-file exactly when the exec has happened.
- * If the exec fails it writes "E<errno>" to the fifo and exits 127.
+ *   3. writes "0" and closes FIFO_FD,
+ *   4. unless SECCOMP_FD is -1, reads a seccomp filter (an array of struct
+ *      sock_filter) from it and installs it with SECCOMP_FLAGS: as late as
+ *      possible, so that only execve runs under it,
+ *   5. executes PROGRAM with ARGV0 ARGS... and the environment it was given.
+ *      The fifo's write end is close-on-exec, so `start` reads end-of-file
+ *      exactly when the exec has happened.
+ * If step 4 or 5 fails it writes "S<errno>" or "E<errno>" to the fifo and
+ * exits 127.
  *
  * No libc: it is static, tiny, and runs inside any root filesystem. */
 #include <asm/unistd.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 
 #if defined(__x86_64__)
@@ -66,7 +73,8 @@ static char *decimal(char *end, long value)
     return end;
 }
 
-static long parse_fd(const char *text)
+/* A non-negative decimal number, or -1 for anything else ("-1" included). */
+static long parse_number(const char *text)
 {
     long value = 0;
     if (!*text)
@@ -79,6 +87,30 @@ static long parse_fd(const char *text)
     return value;
 }
 
+static void report_and_exit(long fifo, char kind, long err)
+{
+    char report[24];
+    char *start = decimal(report + sizeof(report), err);
+    *--start = kind;
+    sys(__NR_write, fifo, (long)start, report + sizeof(report) - start, 0);
+    exit_now(127);
+}
+
+/* The kernel caps a filter at 4096 instructions. */
+static struct sock_filter filter[4096];
+
+static long load_seccomp(long fd, long flags)
+{
+    long total = 0, n;
+    while ((n = sys(__NR_read, fd, (long)filter + total, sizeof(filter) - total, 0)) > 0)
+        total += n;
+    sys(__NR_close, fd, 0, 0, 0);
+    if (n < 0)
+        return n;
+    struct sock_fprog program = {(unsigned short)(total / sizeof(filter[0])), filter};
+    return sys(__NR_seccomp, SECCOMP_SET_MODE_FILTER, flags, (long)&program, 0);
+}
+
 void waiter_main(long *stack)
 {
     long argc = stack[0];
@@ -86,7 +118,11 @@ void waiter_main(long *stack)
     char **envp = argv + argc + 1;
 
     sys(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0);
-    long fifo_fd = argc >= 4 ? parse_fd(argv[1]) : -1;
+    if (argc < 6)
+        exit_now(2);
+    long fifo_fd = parse_number(argv[1]);
+    long seccomp_fd = parse_number(argv[2]);
+    long seccomp_flags = parse_number(argv[3]);
     if (fifo_fd < 0)
         exit_now(2);
 
@@ -108,10 +144,10 @@ void waiter_main(long *stack)
         exit_now(4);
     sys(__NR_close, fifo_fd, 0, 0, 0);
 
-    long err = -sys(__NR_execve, (long)argv[2], (long)(argv + 3), (long)envp, 0);
-    char report[24];
-    char *start = decimal(report + sizeof(report), err);
-    *--start = 'E';
-    sys(__NR_write, fifo, (long)start, report + sizeof(report) - start, 0);
-    exit_now(127);
+    if (seccomp_fd >= 0) {
+        long err = load_seccomp(seccomp_fd, seccomp_flags < 0 ? 0 : seccomp_flags);
+        if (err < 0)
+            report_and_exit(fifo, 'S', -err);
+    }
+    report_and_exit(fifo, 'E', -sys(__NR_execve, (long)argv[4], (long)(argv + 5), (long)envp, 0));
 }

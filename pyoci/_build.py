@@ -24,6 +24,8 @@ ffibuilder.cdef("""
     int pyoci_setdomainname(const char *name, size_t len);
     long pyoci_join_session_keyring(const char *name);
     int pyoci_personality(unsigned long persona);
+    int pyoci_reset_signals(void);
+    int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length);
 """)
 ffibuilder.set_source(
     "pyoci._native",

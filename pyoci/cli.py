@@ -6,7 +6,7 @@ and ``--flag=value`` work. Every failure is one line on stderr (and in the
 """
 import argparse
 import json
-import os
+import signal
 import sys
 
 from pyoci import log
@@ -144,6 +144,9 @@ def cmd_features(_args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    # An inherited SIG_IGN for SIGCHLD would make the kernel reap our children
+    # before we can wait for them.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         args = _build_parser().parse_args(argv)
         log.configure(args.log, args.log_format, args.debug)

@@ -1,10 +1,10 @@
 """`pyoci features`: what this build supports, per runtime-spec features.md.
 
-Only what pyoci really does is listed; seccomp, AppArmor, SELinux, Intel
-RDT and idmapped mounts are reported disabled until they are implemented.
+Only what pyoci really does is listed; AppArmor, SELinux, Intel RDT and
+idmapped mounts are reported disabled until they are implemented.
 """
 from pyoci import OCI_VERSION, __version__
-from pyoci.linux import caps, mounts, namespaces
+from pyoci.linux import caps, mounts, namespaces, seccomp
 
 
 def features():
@@ -20,7 +20,11 @@ def features():
             "capabilities": list(caps.NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": {"enabled": True, "actions": list(seccomp.ACTIONS),
+                        "operators": list(seccomp.OPERATORS),
+                        "archs": sorted(seccomp.AUDIT_ARCH) + [seccomp.X32],
+                        "knownFlags": sorted(seccomp.FLAGS),
+                        "supportedFlags": sorted(seccomp.FLAGS)},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

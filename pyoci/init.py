@@ -6,7 +6,6 @@ process._child, which reports any error to the runtime as data).
 """
 import errno
 import os
-import signal
 import socket
 
 from pyoci import hooks, sync
@@ -54,10 +53,16 @@ def run(syscalls, context):
     process = config.process
     if process is None:
         # start will refuse; init only has to wait like any created container.
-        _finish_and_exec(syscalls, context, "/", ["/"], [], state)
+        _finish_and_exec(syscalls, context, "/", ["/"], [], state, None)
     if process.terminal:
         _setup_terminal(syscalls, context, process)
     rlimits.apply(context.rlimits)
+    seccomp_filter = context.seccomp
+    if seccomp_filter is not None and not process.no_new_privileges:
+        # Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do it
+        # before the capabilities go, as runc does; else as late as possible.
+        _load_seccomp(syscalls, seccomp_filter)
+        seccomp_filter = None
     _become_user(syscalls, process, context.caps)
     try:
         os.chdir(process.cwd)
@@ -68,32 +73,52 @@ def run(syscalls, context):
     program = find_program(process.args[0] if process.args else "", env)
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    _finish_and_exec(syscalls, context, program, process.args, env, state)
+    _finish_and_exec(syscalls, context, program, process.args, env, state, seccomp_filter)
 
 
-def _finish_and_exec(syscalls, context, program, args, env, state):
+def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filter):
     """Close what the container must not inherit, report READY, and exec.
 
-    Normally exec pyoci-waiter, which blocks on exec.fifo; the sync socket is
-    close-on-exec, so the runtime reads end-of-file once that exec happened.
-    With startContainer hooks init itself waits, runs them, then execs.
+    Normally exec pyoci-waiter, which blocks on exec.fifo and loads
+    SECCOMP_FILTER (if any) just before it executes the program; the sync
+    socket is close-on-exec, so the runtime reads end-of-file once the
+    waiter's exec happened. With startContainer hooks init itself waits,
+    runs them, loads the filter, then execs.
     """
     environment = env_mapping(env)
-    keep = {0, 1, 2, context.fifo_fd, context.waiter_fd, context.sync_sock.fileno()}
+    seccomp_fd = _seccomp_memfd(seccomp_filter) if seccomp_filter is not None else -1
+    keep = {0, 1, 2, context.fifo_fd, context.waiter_fd, context.sync_sock.fileno(), seccomp_fd}
     keep.update(range(3, 3 + context.preserve_fds))
     for fd in range(3, 3 + context.preserve_fds):
         os.set_inheritable(fd, True)
     os.set_inheritable(context.fifo_fd, True)
     _close_fds_except(keep)
-    _reset_signals()
+    # CPython ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec.
+    syscalls.reset_signals()
     sync.send(context.sync_sock, sync.READY)
     start_hooks = context.config.hooks.start_container
     if start_hooks:
         context.sync_sock.close()
-        _wait_for_start_then_exec(context.fifo_fd, program, args, environment,
-                                  start_hooks, state)
-    os.execve(context.waiter_fd, ["pyoci-waiter", str(context.fifo_fd), program, *args],
-              environment)
+        _wait_for_start_then_exec(syscalls, context.fifo_fd, program, args, environment,
+                                  start_hooks, state, seccomp_filter)
+    flags = seccomp_filter.flags if seccomp_filter is not None else 0
+    os.execve(context.waiter_fd, ["pyoci-waiter", str(context.fifo_fd), str(seccomp_fd),
+                                  str(flags), program, *args], environment)
+
+
+def _seccomp_memfd(seccomp_filter):
+    """The filter's bytes in an inheritable memfd, for the waiter to read."""
+    fd = os.memfd_create("pyoci-seccomp", 0)
+    os.write(fd, seccomp_filter.program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _load_seccomp(syscalls, seccomp_filter):
+    try:
+        syscalls.seccomp_load(seccomp_filter.flags, seccomp_filter.program)
+    except OSError as exc:
+        raise ExecError(f"load seccomp filter: {errno_text(exc.errno)}") from None
 
 
 def env_mapping(env):
@@ -101,7 +126,8 @@ def env_mapping(env):
     return dict(item.split("=", 1) for item in env if "=" in item)
 
 
-def _wait_for_start_then_exec(fifo_fd, program, args, environment, start_hooks, state):
+def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, start_hooks,
+                              state, seccomp_filter):
     """The waiter's protocol (see csrc/waiter.c), plus the startContainer hooks."""
     fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fifo, b"0")
@@ -112,6 +138,12 @@ def _wait_for_start_then_exec(fifo_fd, program, args, environment, start_hooks, 
     except BaseException as exc:  # noqa: BLE001 - start must hear of any failure
         os.write(fifo, b"H" + describe(exc).encode())
         os._exit(1)
+    if seccomp_filter is not None:
+        try:
+            syscalls.seccomp_load(seccomp_filter.flags, seccomp_filter.program)
+        except OSError as exc:
+            os.write(fifo, b"S%d" % exc.errno)
+            os._exit(127)
     try:
         os.execve(program, args, environment)
     except OSError as exc:
@@ -198,17 +230,6 @@ def _close_fds_except(keep):
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
-
-
-def _reset_signals():
-    """CPython ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec."""
-    for signum in signal.valid_signals():
-        if signum not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 _PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}

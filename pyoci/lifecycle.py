@@ -64,7 +64,7 @@ def create(root, container_id, options):
             preserve_fds=options.preserve_fds + prepared["listen_fds"],
             no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
             cgroup_paths=manager.paths, caps=prepared["caps"], rlimits=prepared["rlimits"],
-            extra_env=prepared["extra_env"])
+            extra_env=prepared["extra_env"], seccomp=prepared["seccomp"])
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)
@@ -91,7 +91,10 @@ def create(root, container_id, options):
 def _prepare(config, options):
     """Checks and conversions done before anything exists, so bad input leaves nothing."""
     from pyoci.linux import caps, rlimits
-    prepared = {"caps": None, "rlimits": [], "extra_env": [], "listen_fds": 0}
+    prepared = {"caps": None, "rlimits": [], "extra_env": [], "listen_fds": 0, "seccomp": None}
+    if config.linux.seccomp is not None:
+        from pyoci.linux import seccomp
+        prepared["seccomp"] = seccomp.compile_filter(config.linux.seccomp)
     proc = config.process
     if proc is not None:
         if proc.capabilities is not None:
@@ -211,6 +214,8 @@ def _release_fifo(container):
         return
     if received.startswith(b"0E"):
         raise ExecError(f"exec failed: {errno_text(int(received[2:]))}")
+    if received.startswith(b"0S"):
+        raise ExecError(f"load seccomp filter: {errno_text(int(received[2:]))}")
     if received.startswith(b"0H"):
         raise HookError(received[2:].decode(errors="replace"))
     raise ExecError("container init exited before the program could be started")

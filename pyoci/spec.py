@@ -200,7 +200,7 @@ def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
     for rule in (_check_version, _check_root, _check_namespaces,
                  _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute, _check_unsupported):
+                 _check_cwd_absolute):
         rule(config)
 
 
@@ -244,12 +244,6 @@ def _check_time_offsets(config):
     timens = config.linux.namespace("time")
     if config.linux.time_offsets and (timens is None or timens.path is not None):
         raise ConfigError("config.json: linux.timeOffsets: offsets need a new time namespace")
-
-
-def _check_unsupported(config):
-    """Refuse, never silently drop, what pyoci cannot enforce yet."""
-    if config.linux.seccomp is not None:
-        raise ConfigError("config.json: linux.seccomp: seccomp is not supported by this build")
 
 
 def _check_cwd_absolute(config):

@@ -82,6 +82,14 @@ class Syscalls:
     def join_session_keyring(self, name):
         _check(self._lib.pyoci_join_session_keyring(self._c_str(name)), "join session keyring")
 
+    def reset_signals(self):
+        """All signals to SIG_DFL, none blocked (glibc's reserved ones included)."""
+        _check(self._lib.pyoci_reset_signals(), "reset signals")
+
+    def seccomp_load(self, flags, program):
+        """Install a seccomp filter: PROGRAM is the bytes of its sock_filter array."""
+        _check(self._lib.pyoci_seccomp_load(flags, program, len(program)), "seccomp")
+
     def personality(self, persona):
         _check(self._lib.pyoci_personality(persona), "personality")
 
