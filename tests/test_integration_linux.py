@@ -242,3 +242,29 @@ def test_unknown_signal_message(pyoci, probe):
     result = pyoci.run("kill", container_id, "SIGNOPE", check=False)
     assert (result.returncode, result.stderr) == (1, "unknown signal 'SIGNOPE'\n")
     assert pyoci.state(container_id)["status"] == "created"
+
+
+@pytest.mark.parametrize("no_new_privileges", [True, False])
+def test_seccomp_filter_applies_to_the_program(probe, no_new_privileges):
+    """Loaded by the waiter just before exec (no_new_privs) or by init before
+    the capabilities go (without): either way the program runs under it."""
+    def filtered(config):
+        config["process"]["noNewPrivileges"] = no_new_privileges
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+    output = probe.run("grep Seccomp: /proc/self/status; /bin/pwd", mutate=filtered)
+    assert "Seccomp:\t2" in output
+    assert "Permission denied" in output
+
+
+def test_docker_profile_runs_busybox(probe):
+    sample = Path(__file__).resolve().parents[2] / "shared/engines/sample-docker-config.json"
+    if not sample.exists():
+        pytest.skip("engine samples not present")
+    import json
+    profile = json.loads(sample.read_text())["linux"]["seccomp"]
+    output = probe.run("echo works; unshare -u true 2>&1 || echo refused",
+                       mutate=lambda c: c["linux"].update(seccomp=profile))
+    assert output.split("\n")[0] == "works"
+    assert "refused" in output
