@@ -18,13 +18,21 @@ class _Parser(argparse.ArgumentParser):
         raise PyociError(f"{self.prog}: {message}")
 
 
+class _Version(argparse.Action):
+    """runc's layout, one fact per line (argparse's version action reflows it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pyoci import OCI_VERSION, __version__
+        sys.stdout.write(f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
+                         f"python: {sys.version.split()[0]}\n")
+        parser.exit()
+
+
 def _build_parser():
-    from pyoci import OCI_VERSION, __version__
     from pyoci.state import DEFAULT_ROOT
     parser = _Parser(prog="pyoci", description="OCI runtime (runc-compatible)")
-    parser.add_argument("-v", "--version", action="version",
-                        version=f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
-                                f"python: {sys.version.split()[0]}")
+    parser.add_argument("-v", "--version", action=_Version, nargs=0,
+                        help="print the version and exit")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="state directory root")
     parser.add_argument("--log", default=None, help="log file")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))

@@ -31,10 +31,9 @@ class CreateOptions:
 def create(root, container_id, options):
     """Create the container and leave init waiting on exec.fifo. Returns its Container."""
     from pyoci import process, spec
-    state.validate_id(container_id)
+    container = Container(root, container_id)
     config, _ = spec.load(options.bundle)
     prepared = _prepare(config, options)
-    container = Container(root, container_id)
     container.make_dir()
     manager = None
     fds = []
@@ -230,7 +229,7 @@ def _kill_init(container):
 
 def parse_signal(text):
     """'KILL', 'SIGKILL', 'kill' or '9' to a signal number, as runc accepts."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         if 0 < number < signal.NSIG:
             return number
@@ -277,8 +276,9 @@ def _signal_init(container, signum):
 
 
 def delete(root, container_id, force=False):
+    container = Container(root, container_id)
     try:
-        container = Container(root, container_id).lock_existing()
+        container.lock_existing()
     except ContainerError:
         if force:
             return

@@ -53,8 +53,11 @@ def warning(message):
 
 
 def error(message):
-    """An error: logged, and always printed as one plain line on stderr."""
-    if _path:
-        _emit("error", message)
+    """An error: always printed as one plain line on stderr, and logged."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
+    if _path:
+        try:
+            _emit("error", message)
+        except OSError:
+            pass  # the message is out; a log that cannot be opened must not hide it

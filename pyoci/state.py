@@ -21,7 +21,7 @@ from pyoci.errors import ContainerError
 from pyoci.linux import procfs
 
 DEFAULT_ROOT = "/run/pyoci"
-_VALID_ID = re.compile(r"^[\w+\-.]+$")
+_VALID_ID = re.compile(r"[\w+\-.]+", re.ASCII)
 
 CREATING = "creating"
 CREATED = "created"
@@ -31,7 +31,7 @@ PAUSED = "paused"
 
 
 def validate_id(container_id):
-    if not container_id or container_id in (".", "..") or not _VALID_ID.match(container_id):
+    if container_id in (".", "..") or not _VALID_ID.fullmatch(container_id):
         raise ContainerError(f"invalid container ID format: {container_id}")
 
 
@@ -73,6 +73,7 @@ class Container:
     """
 
     def __init__(self, root, container_id):
+        validate_id(container_id)  # an id is a path component under root
         self.root = root
         self.id = container_id
         self.dir = os.path.join(root, container_id)

@@ -1,0 +1,204 @@
+"""pyoci.linux.caps (names to masks, the five sets) and pyoci.linux.rlimits."""
+import resource
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyoci.errors import ConfigError
+from pyoci.linux import caps, rlimits
+from pyoci.spec import Capabilities, Rlimit
+
+
+# ------------------------------------------------------------------- caps
+class TestNames:
+    def test_numbers_follow_linux_capability_h(self):
+        # A few anchors from <linux/capability.h>.
+        assert caps.NUMBERS["CAP_CHOWN"] == 0
+        assert caps.NUMBERS["CAP_KILL"] == 5
+        assert caps.NUMBERS["CAP_NET_BIND_SERVICE"] == 10
+        assert caps.NUMBERS["CAP_SYS_ADMIN"] == 21
+        assert caps.NUMBERS["CAP_AUDIT_WRITE"] == 29
+        assert caps.NUMBERS["CAP_SETFCAP"] == 31
+        assert caps.NUMBERS["CAP_AUDIT_READ"] == 37
+        assert caps.NUMBERS["CAP_PERFMON"] == 38
+        assert caps.NUMBERS["CAP_BPF"] == 39
+        assert caps.NUMBERS["CAP_CHECKPOINT_RESTORE"] == 40
+
+    def test_names_are_unique(self):
+        assert len(set(caps.NAMES)) == len(caps.NAMES)
+
+    def test_last_cap_reads_the_running_kernel(self):
+        last = caps.last_cap()
+        assert isinstance(last, int) and last >= 36
+
+
+class TestMask:
+    def test_empty(self):
+        assert caps.mask([], "bounding", 40) == 0
+
+    def test_known_names(self):
+        assert caps.mask(["CAP_CHOWN"], "effective", 40) == 1
+        assert caps.mask(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                         "bounding", 40) == (1 << 29) | (1 << 5) | (1 << 10)
+
+    def test_duplicates_are_harmless(self):
+        assert caps.mask(["CAP_KILL", "CAP_KILL"], "permitted", 40) == 1 << 5
+
+    def test_every_name_up_to_the_kernel_last(self):
+        assert caps.mask(caps.NAMES, "bounding", 40) == (1 << 41) - 1
+
+    @pytest.mark.parametrize("name", ["CAP_FOO", "cap_chown", "CHOWN", "", "CAP_CHOWN "])
+    @pytest.mark.parametrize("set_name", ["bounding", "effective", "inheritable",
+                                          "permitted", "ambient"])
+    def test_unknown_name_is_one_line_config_error_naming_the_set(self, name, set_name):
+        with pytest.raises(ConfigError) as info:
+            caps.mask(["CAP_CHOWN", name], set_name, 40)
+        message = str(info.value)
+        assert message == (f"config.json: process.capabilities.{set_name}: "
+                           f"unknown capability {name!r}")
+        assert "\n" not in message
+
+    def test_name_beyond_the_kernel_last_is_unknown(self):
+        # An older kernel (cap_last_cap 37) does not know CAP_PERFMON.
+        assert caps.mask(["CAP_AUDIT_READ"], "effective", 37) == 1 << 37
+        with pytest.raises(ConfigError, match="unknown capability 'CAP_PERFMON'"):
+            caps.mask(["CAP_PERFMON"], "effective", 37)
+
+    @settings(database=None, max_examples=100)
+    @given(st.lists(st.sampled_from(caps.NAMES), max_size=20))
+    def test_bits_are_exactly_the_names(self, names):
+        result = caps.mask(names, "effective", 40)
+        assert {caps.NAMES[bit] for bit in range(41) if result >> bit & 1} == set(names)
+
+
+class TestCapabilitySets:
+    @pytest.fixture(autouse=True)
+    def kernel_last(self, monkeypatch):
+        monkeypatch.setattr(caps, "last_cap", lambda: 40)
+
+    def test_sets_left_out_are_none(self):
+        sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL"],
+                                                 "effective": []}))
+        assert sets.last == 40
+        assert sets.bounding == 1 << 5
+        assert sets.effective == 0       # present but empty: drop all
+        assert sets.inheritable is None  # absent: leave alone
+        assert sets.permitted is None
+        assert sets.ambient is None
+
+    def test_all_sets(self):
+        raw = {name: ["CAP_CHOWN", "CAP_SYS_ADMIN"] for name in
+               ("bounding", "effective", "inheritable", "permitted", "ambient")}
+        sets = caps.CapabilitySets(Capabilities(raw))
+        for name in raw:
+            assert getattr(sets, name) == 1 | 1 << 21
+
+    def test_unknown_in_one_set_names_that_set(self):
+        raw = {"bounding": ["CAP_CHOWN"], "ambient": ["CAP_NOPE"]}
+        with pytest.raises(ConfigError) as info:
+            caps.CapabilitySets(Capabilities(raw))
+        assert str(info.value) == ("config.json: process.capabilities.ambient: "
+                                   "unknown capability 'CAP_NOPE'")
+
+    def test_uses_the_kernel_last(self, monkeypatch):
+        monkeypatch.setattr(caps, "last_cap", lambda: 37)
+        with pytest.raises(ConfigError, match=r"capabilities\.bounding: unknown capability 'CAP_BPF'"):
+            caps.CapabilitySets(Capabilities({"bounding": ["CAP_BPF"]}))
+
+
+class _RecordingSys:
+    def __init__(self):
+        self.calls = []
+
+    def prctl(self, *args):
+        self.calls.append(("prctl", *args))
+
+    def capset(self, *args):
+        self.calls.append(("capset", *args))
+
+
+class TestApply:
+    @pytest.fixture(autouse=True)
+    def kernel_last(self, monkeypatch):
+        monkeypatch.setattr(caps, "last_cap", lambda: 40)
+
+    def test_drop_bounding_drops_exactly_the_others(self):
+        sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_CHOWN"]}))
+        fake = _RecordingSys()
+        caps.drop_bounding(fake, sets)
+        dropped = [call[2] for call in fake.calls]
+        assert all(call[1] == caps.sc.PR_CAPBSET_DROP for call in fake.calls)
+        assert dropped == [n for n in range(41) if n not in (0, 5)]
+
+    def test_drop_bounding_none_does_nothing(self):
+        fake = _RecordingSys()
+        caps.drop_bounding(fake, caps.CapabilitySets(Capabilities({})))
+        assert fake.calls == []
+
+    def test_ambient_raised_only_within_permitted_and_inheritable(self):
+        sets = caps.CapabilitySets(Capabilities({
+            "effective": ["CAP_KILL"], "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "inheritable": ["CAP_KILL", "CAP_SETUID"],
+            "ambient": ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID"]}))
+        fake = _RecordingSys()
+        caps.apply(fake, sets)
+        assert fake.calls[0] == ("capset", 1 << 5, 1 << 5 | 1, 1 << 5 | 1 << 7)
+        assert fake.calls[1] == ("prctl", caps.sc.PR_CAP_AMBIENT, caps.sc.PR_CAP_AMBIENT_CLEAR_ALL)
+        raised = [c[3] for c in fake.calls[2:]]
+        assert raised == [5]
+
+
+# ---------------------------------------------------------------- rlimits
+def rl(type_, soft, hard):
+    return Rlimit({"type": type_, "soft": soft, "hard": hard})
+
+
+class TestRlimits:
+    def test_resolve(self):
+        assert rlimits.resolve([rl("RLIMIT_NOFILE", 1024, 4096), rl("RLIMIT_CORE", 0, 0)]) == [
+            (resource.RLIMIT_NOFILE, "RLIMIT_NOFILE", 1024, 4096),
+            (resource.RLIMIT_CORE, "RLIMIT_CORE", 0, 0),
+        ]
+
+    def test_empty(self):
+        assert rlimits.resolve([]) == []
+
+    def test_max_uint64_is_infinity(self):
+        [(_, _, soft, hard)] = rlimits.resolve([rl("RLIMIT_STACK", 2**64 - 1, 2**64 - 1)])
+        assert soft == resource.RLIM_INFINITY
+        assert hard == resource.RLIM_INFINITY
+
+    def test_large_finite_value_is_kept(self):
+        [(_, _, soft, hard)] = rlimits.resolve([rl("RLIMIT_FSIZE", 2**40, 2**62)])
+        assert (soft, hard) == (2**40, 2**62)
+
+    @pytest.mark.parametrize("name", ["RLIMIT_BOGUS", "NOFILE", "rlimit_nofile",
+                                      "RLIM_INFINITY", "RLIMIT_", "setrlimit"])
+    def test_unknown_type(self, name):
+        with pytest.raises(ConfigError) as info:
+            rlimits.resolve([rl(name, 1, 1)])
+        assert str(info.value) == f"config.json: process.rlimits: unknown rlimit type {name!r}"
+
+    def test_duplicate_type(self):
+        with pytest.raises(ConfigError) as info:
+            rlimits.resolve([rl("RLIMIT_NOFILE", 1, 1), rl("RLIMIT_CORE", 0, 0),
+                             rl("RLIMIT_NOFILE", 2, 2)])
+        assert str(info.value) == "config.json: process.rlimits: duplicate type 'RLIMIT_NOFILE'"
+
+    def test_apply_failure_is_exec_error(self):
+        # soft above hard is EINVAL (or ValueError from Python) for anyone, root included.
+        from pyoci.errors import ExecError
+        resolved = rlimits.resolve([rl("RLIMIT_CORE", 10, 5)])
+        with pytest.raises(ExecError, match=r"^setrlimit RLIMIT_CORE: "):
+            rlimits.apply(resolved)
+
+    def test_apply_sets_the_limit(self):
+        before = resource.getrlimit(resource.RLIMIT_CORE)
+        try:
+            soft = 0
+            rlimits.apply(rlimits.resolve([rl("RLIMIT_CORE", soft, before[1]
+                                               if before[1] != resource.RLIM_INFINITY
+                                               else 2**64 - 1)]))
+            assert resource.getrlimit(resource.RLIMIT_CORE) == (soft, before[1])
+        finally:
+            resource.setrlimit(resource.RLIMIT_CORE, before)

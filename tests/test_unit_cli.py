@@ -1,0 +1,314 @@
+"""pyoci.cli.main() in-process: version, spec, features, errors of commands on
+missing containers, id validation, parse errors, --log. Nothing here creates
+a container."""
+import json
+import os
+import re
+
+import pytest
+
+from pyoci import OCI_VERSION, __version__, log
+from pyoci.cli import main
+from pyoci.spec import default_config
+from pyoci.validate import validate_config
+
+try:
+    from pyoci.validate import validate_features
+except ImportError:  # pragma: no cover
+    validate_features = None
+
+
+@pytest.fixture(autouse=True)
+def reset_log():
+    log.configure()
+    yield
+    log.configure()
+
+
+@pytest.fixture
+def root(tmp_path):
+    return str(tmp_path / "state-root")
+
+
+def run(capsys, *argv):
+    """main(argv) -> (exit status, stdout, stderr); SystemExit counts as a return."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:  # argparse's --version/--help exit by themselves
+        status = exc.code
+    captured = capsys.readouterr()
+    return status or 0, captured.out, captured.err
+
+
+def one_line(text):
+    assert text.endswith("\n"), repr(text)
+    assert text.count("\n") == 1, repr(text)
+    return text[:-1]
+
+
+# ------------------------------------------------------------- version / help
+def test_version(capsys):
+    status, out, err = run(capsys, "--version")
+    assert status == 0
+    assert out.startswith(f"pyoci version {__version__}")
+    assert f"spec: {OCI_VERSION}" in out
+    assert err == ""
+
+
+def test_version_is_one_fact_per_line(capsys):
+    status, out, _ = run(capsys, "--version")
+    lines = out.splitlines()
+    assert lines[0] == f"pyoci version {__version__}"
+    assert f"spec: {OCI_VERSION}" in lines[1:]
+
+
+def test_short_version(capsys):
+    assert run(capsys, "-v")[1].startswith("pyoci version ")
+
+
+def test_help(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0
+    for command in ("create", "start", "state", "kill", "delete", "run", "list", "spec",
+                    "features"):
+        assert command in out
+
+
+# ----------------------------------------------------------------------- spec
+def test_spec_writes_config(capsys, tmp_path):
+    status, out, err = run(capsys, "spec", "--bundle", str(tmp_path))
+    assert (status, out, err) == (0, "", "")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw == default_config()
+    validate_config(raw)
+
+
+def test_spec_rootless(capsys, tmp_path):
+    assert run(capsys, "spec", "--rootless", "-b", str(tmp_path))[0] == 0
+    raw = json.loads((tmp_path / "config.json").read_text())
+    validate_config(raw)
+    assert {"type": "user"} in raw["linux"]["namespaces"]
+
+
+def test_spec_in_current_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "spec")[0] == 0
+    assert (tmp_path / "config.json").is_file()
+
+
+def test_spec_refuses_existing(capsys, tmp_path):
+    (tmp_path / "config.json").write_text("keep me")
+    status, out, err = run(capsys, "spec", "--bundle", str(tmp_path))
+    assert status == 1
+    assert out == ""
+    assert one_line(err) == "File config.json exists. Remove it first."
+    assert (tmp_path / "config.json").read_text() == "keep me"
+
+
+def test_spec_missing_bundle_dir(capsys, tmp_path):
+    status, _, err = run(capsys, "spec", "--bundle", str(tmp_path / "absent"))
+    assert status == 1
+    assert "no such file or directory" in one_line(err)
+
+
+# ------------------------------------------------------------------- features
+def test_features(capsys):
+    status, out, err = run(capsys, "features")
+    assert status == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["ociVersionMax"] == OCI_VERSION
+    assert doc["ociVersionMin"] == "1.0.0"
+    assert "mount" in doc["linux"]["namespaces"]
+    assert "CAP_SYS_ADMIN" in doc["linux"]["capabilities"]
+    assert {"ro", "rw", "rbind", "rprivate", "tmpcopyup"} <= set(doc["mountOptions"])
+    assert doc["hooks"] == ["prestart", "createRuntime", "createContainer",
+                            "startContainer", "poststart", "poststop"]
+    if validate_features is not None:
+        validate_features(doc)
+
+
+# ------------------------------------------------- commands on missing containers
+@pytest.mark.parametrize("argv", [["state", "ghost"], ["delete", "ghost"], ["kill", "ghost"],
+                                  ["kill", "ghost", "KILL"], ["start", "ghost"]])
+def test_missing_container(capsys, root, argv):
+    status, out, err = run(capsys, "--root", root, *argv)
+    assert status == 1
+    assert out == ""
+    assert one_line(err) == 'container "ghost" does not exist'
+
+
+def test_missing_container_root_is_not_created_by_state(capsys, root):
+    run(capsys, "--root", root, "state", "ghost")
+    assert not os.path.exists(os.path.join(root, "ghost"))
+
+
+def test_delete_force_missing_is_fine(capsys, root):
+    assert run(capsys, "--root", root, "delete", "--force", "ghost") == (0, "", "")
+    assert run(capsys, "--root", root, "delete", "-f", "ghost") == (0, "", "")
+
+
+def test_kill_unknown_signal(capsys, root):
+    os.makedirs(os.path.join(root, "c"))  # a container (left by a create that died)
+    status, _, err = run(capsys, "--root", root, "kill", "c", "NOPE")
+    assert status == 1
+    assert one_line(err) == "unknown signal 'NOPE'"
+
+
+def test_kill_non_ascii_digit_signal_is_one_line(capsys, root):
+    status, _, err = run(capsys, "--root", root, "kill", "ghost", "\u00b9")
+    assert status == 1
+    assert one_line(err)
+
+
+def test_list_empty(capsys, root):
+    assert run(capsys, "--root", root, "list", "--format", "json") == (0, "null\n", "")
+    assert run(capsys, "--root", root, "list", "-q") == (0, "", "")
+    status, out, _ = run(capsys, "--root", root, "list")
+    assert status == 0
+    assert out.split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+
+
+def test_list_and_state_of_a_stopped_record(capsys, root):
+    directory = os.path.join(root, "old")
+    os.makedirs(directory)
+    record = {"id": "old", "pid": 0, "pid_start_time": None, "bundle": "/b", "rootfs": "/b/r",
+              "created": "2024-01-01T00:00:00.000000000Z", "annotations": {"a": "b"},
+              "cgroup_paths": {}, "owner": "", "has_process": True,
+              "hooks": {"poststart": [], "poststop": []}}
+    with open(os.path.join(directory, "state.json"), "w") as f:
+        json.dump(record, f)
+    status, out, _ = run(capsys, "--root", root, "state", "old")
+    assert status == 0
+    doc = json.loads(out)
+    assert doc["status"] == "stopped" and doc["pid"] == 0 and doc["annotations"] == {"a": "b"}
+    from pyoci.validate import validate_state
+    validate_state(doc)
+    status, out, _ = run(capsys, "--root", root, "list", "--format", "json")
+    assert [s["id"] for s in json.loads(out)] == ["old"]
+    assert run(capsys, "--root", root, "list", "-q")[1] == "old\n"
+    status, out, _ = run(capsys, "--root", root, "list")
+    assert re.search(r"^old\s+0\s+stopped\s+/b\s+", out.splitlines()[1])
+    # kill and start refuse, delete removes it.
+    status, _, err = run(capsys, "--root", root, "kill", "old", "KILL")
+    assert (status, one_line(err)) == (1, "container not running")
+    assert run(capsys, "--root", root, "delete", "old") == (0, "", "")
+    assert not os.path.exists(directory)
+
+
+def test_start_of_a_stopped_record(capsys, root):
+    # (A separate test: the container lock is held until the process exits, so one
+    # process must not lock the same container twice.)
+    directory = os.path.join(root, "old")
+    os.makedirs(directory)
+    status, _, err = run(capsys, "--root", root, "start", "old")
+    assert (status, one_line(err)) == (1, "cannot start a container that has stopped")
+
+
+# --------------------------------------------------------------- invalid ids
+@pytest.mark.parametrize("bad_id", ["a/b", "../x", "..", ".", "a b"])
+def test_create_bad_id(capsys, root, tmp_path, bad_id):
+    status, out, err = run(capsys, "--root", root, "create", "--bundle", str(tmp_path), bad_id)
+    assert status == 1
+    assert one_line(err) == f"invalid container ID format: {bad_id}"
+    assert not os.path.exists(root)
+
+
+@pytest.mark.parametrize("bad_id", ["a b", "x*y"])
+def test_run_bad_id(capsys, root, tmp_path, bad_id):
+    status, _, err = run(capsys, "--root", root, "run", "--bundle", str(tmp_path), bad_id)
+    assert status == 1
+    assert one_line(err) == f"invalid container ID format: {bad_id}"
+
+
+@pytest.mark.parametrize("argv", [["state"], ["start"], ["kill"], ["delete"],
+                                  ["delete", "--force"]])
+def test_other_commands_validate_the_id(capsys, root, argv):
+    status, _, err = run(capsys, "--root", root, *argv, "a/b")
+    assert status == 1
+    assert one_line(err) == "invalid container ID format: a/b"
+
+
+def test_delete_cannot_escape_the_root(capsys, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("data")
+    status, _, err = run(capsys, "--root", str(root), "delete", "../victim")
+    assert (victim / "precious").read_text() == "data"
+    assert status == 1
+    assert "invalid container ID format" in err
+
+
+def test_state_cannot_escape_the_root(capsys, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "state.json").write_text(json.dumps({
+        "id": "other", "pid": 0, "pid_start_time": None, "bundle": "/elsewhere", "rootfs": "",
+        "created": "", "annotations": {}, "cgroup_paths": {}, "owner": ""}))
+    status, out, err = run(capsys, "--root", str(root), "state", "../other")
+    assert "/elsewhere" not in out
+    assert status == 1
+    assert "invalid container ID format" in err
+
+
+# --------------------------------------------------------------- parse errors
+@pytest.mark.parametrize("argv", [
+    [],                                  # no command
+    ["bogus"],                           # unknown command
+    ["state"],                           # missing id
+    ["--log-format", "xml", "state", "x"],
+    ["state", "a", "b"],                 # extra argument
+    ["--no-such-flag", "state", "x"],
+    ["delete", "--bogus", "x"],
+    ["create", "--preserve-fds", "many", "x"],
+    ["list", "--format", "yaml"],
+])
+def test_parse_errors_are_one_line_exit_1(capsys, root, argv):
+    status, out, err = run(capsys, "--root", root, *argv)
+    assert status == 1
+    assert out == ""
+    line = one_line(err)
+    assert line.startswith("pyoci")
+    assert not os.path.exists(root)
+
+
+def test_global_flag_equals_form(capsys, root):
+    status, _, err = run(capsys, f"--root={root}", "state", "ghost")
+    assert status == 1 and "does not exist" in err
+
+
+def test_compat_flags_accepted(capsys, root):
+    status, _, err = run(capsys, "--root", root, "--systemd-cgroup", "--rootless", "true",
+                         "--debug", "state", "ghost")
+    assert status == 1
+    assert one_line(err) == 'container "ghost" does not exist'
+
+
+# ------------------------------------------------------------------------ --log
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_log_file_gets_the_formatted_error(capsys, root, tmp_path, log_format):
+    log_file = tmp_path / "log"
+    status, _, err = run(capsys, "--log", str(log_file), "--log-format", log_format,
+                         "--root", root, "state", "ghost")
+    assert status == 1
+    assert one_line(err) == 'container "ghost" does not exist'
+    [line] = log_file.read_text().splitlines()
+    if log_format == "json":
+        record = json.loads(line)
+        assert set(record) == {"level", "msg", "time"}
+        assert record["level"] == "error"
+        assert record["msg"] == 'container "ghost" does not exist'
+    else:
+        assert re.fullmatch(r'time="[^"]+" level=error msg="container \\"ghost\\" does not exist"',
+                            line)
+
+
+
+def test_unwritable_log_file_still_one_line(capsys, root, tmp_path):
+    status, _, err = run(capsys, "--log", str(tmp_path / "missing-dir" / "log"),
+                         "--root", root, "state", "ghost")
+    assert status == 1
+    assert one_line(err)
