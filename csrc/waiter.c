@@ -7,7 +7,10 @@
  * pages instead of a parked interpreter. It:
  *   1. makes itself non-dumpable (it still holds a host fd, FIFO_FD),
  *   2. opens the exec fifo for writing through /proc/self/fd/FIFO_FD, which
- *      blocks until `start` opens the fifo for reading,
+ *      blocks until `start` opens the fifo for reading; where there is no
+ *      /proc (a container without a mount namespace is only chrooted),
+ *      FIFO_FD is the container's state directory and it opens exec.fifo
+ *      in it,
  *   3. writes "0" and closes FIFO_FD,
  *   4. unless SECCOMP_FD is -1, reads a seccomp filter (an array of struct
  *      sock_filter) from it and installs it with SECCOMP_FLAGS: as late as
@@ -20,6 +23,7 @@
  *
  * No libc: it is static, tiny, and runs inside any root filesystem. */
 #include <asm/unistd.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -138,6 +142,8 @@ void waiter_main(long *stack)
     path[n] = '\0';
 
     long fifo = sys(__NR_openat, AT_FDCWD, (long)path, O_WRONLY | O_CLOEXEC, 0);
+    if (fifo == -ENOENT)
+        fifo = sys(__NR_openat, fifo_fd, (long)"exec.fifo", O_WRONLY | O_CLOEXEC, 0);
     if (fifo < 0)
         exit_now(3);
     if (sys(__NR_write, fifo, (long)"0", 1, 0) != 1)

@@ -30,9 +30,12 @@ def run(syscalls, context):
     if linux.namespace("network") and linux.namespace("network").path is None:
         network.loopback_up()
 
-    in_userns = linux.namespace("user") is not None
-    rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
-                   in_userns)
+    # Without a mount namespace the host's mount table is ours: like runc,
+    # make no mounts and only chroot into the root filesystem.
+    own_mounts = linux.namespace("mount") is not None
+    if own_mounts:
+        rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
+                       linux.namespace("user") is not None)
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
@@ -40,13 +43,21 @@ def run(syscalls, context):
 
     if config.hooks.start_container:
         import subprocess  # noqa: F401 - hooks need it after pivot_root hides the host
-    rootfs.enter(syscalls, config.root_path, context.no_pivot)
+    if own_mounts:
+        rootfs.enter(syscalls, config.root_path, context.no_pivot)
+    else:
+        rootfs.chroot(config.root_path)
+        # No /proc to reopen the fifo's O_PATH fd through: the waiter opens
+        # exec.fifo in the state directory instead (see csrc/waiter.c).
+        os.close(context.fifo_fd)
+        context.fifo_fd = context.state_dir_fd
     if config.hostname is not None and linux.namespace("uts"):
         socket.sethostname(config.hostname)
     if config.domainname is not None:
         syscalls.setdomainname(config.domainname)
     _write_sysctls(linux.sysctl)
-    rootfs.finish(syscalls, config)
+    if own_mounts:
+        rootfs.finish(syscalls, config)
     if linux.personality:
         syscalls.personality(_PERSONALITIES[linux.personality["domain"]])
 
@@ -129,7 +140,10 @@ def env_mapping(env):
 def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, start_hooks,
                               state, seccomp_filter):
     """The waiter's protocol (see csrc/waiter.c), plus the startContainer hooks."""
-    fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # no /proc: fifo_fd is the state directory
+        fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fifo_fd)
     os.write(fifo, b"0")
     os.close(fifo_fd)
     try:

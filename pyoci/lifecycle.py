@@ -54,6 +54,10 @@ def create(root, container_id, options):
         fds.append(fifo_fd)
         waiter_fd = process.waiter_memfd()
         fds.append(waiter_fd)
+        state_dir_fd = None
+        if config.linux.namespace("mount") is None:
+            state_dir_fd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fds.append(state_dir_fd)
         console_fd = _connect_console(options.console_socket) if options.console_socket else None
         if console_fd is not None:
             fds.append(console_fd)
@@ -63,7 +67,8 @@ def create(root, container_id, options):
             preserve_fds=options.preserve_fds + prepared["listen_fds"],
             no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
             cgroup_paths=manager.paths, caps=prepared["caps"], rlimits=prepared["rlimits"],
-            extra_env=prepared["extra_env"], seccomp=prepared["seccomp"])
+            extra_env=prepared["extra_env"], seccomp=prepared["seccomp"],
+            state_dir_fd=state_dir_fd)
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)

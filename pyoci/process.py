@@ -22,7 +22,8 @@ class InitContext:
     """Everything init needs, prepared by the runtime before fork."""
     __slots__ = ("config", "container_id", "bundle", "sync_sock", "fifo_fd", "waiter_fd",
                  "console_socket_fd", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "cgroup_paths", "caps", "rlimits", "extra_env", "seccomp")
+                 "cgroup_paths", "caps", "rlimits", "extra_env", "seccomp",
+                 "state_dir_fd")
 
     def __init__(self, **fields):
         for name in self.__slots__:

@@ -223,8 +223,10 @@ def _check_namespaces(config):
         if ns.type in seen:
             raise ConfigError(f"config.json: linux.namespaces: duplicate namespace {ns.type!r}")
         seen.add(ns.type)
-    if "mount" not in seen:
-        raise ConfigError("config.json: linux.namespaces: a mount namespace is required")
+    if "mount" not in seen and (config.linux.masked_paths or config.linux.readonly_paths):
+        # Masking would change the host's own mount table.
+        raise ConfigError("config.json: linux.maskedPaths: masked and read-only paths "
+                          "need a mount namespace")
     if config.hostname and "uts" not in seen:
         raise ConfigError("config.json: hostname: requires a new uts namespace")
     if config.domainname and "uts" not in seen:

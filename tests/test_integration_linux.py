@@ -268,3 +268,20 @@ def test_docker_profile_runs_busybox(probe):
                        mutate=lambda c: c["linux"].update(seccomp=profile))
     assert output.split("\n")[0] == "works"
     assert "refused" in output
+
+
+def test_without_a_mount_namespace_the_container_is_only_chrooted(pyoci, tmp_path):
+    """As runc: no mounts are made (they would land in the host's table);
+    the process is chrooted into the root filesystem."""
+    def share_mounts(config):
+        config["linux"]["namespaces"] = [{"type": "pid"}, {"type": "uts"}]
+        config["linux"]["maskedPaths"] = []
+        config["linux"]["readonlyPaths"] = []
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "ls /; ls /proc | wc -l"], mutate=share_mounts)
+    before = Path("/proc/self/mountinfo").read_text()
+    result = subprocess.run(pyoci.argv + ["run", "--bundle", str(bundle), pyoci.new_id()],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "bin" in result.stdout.split() and "work" not in result.stdout.split()
+    assert result.stdout.split()[-1] == "0", "nothing mounted on the rootfs's /proc"
+    assert Path("/proc/self/mountinfo").read_text() == before

@@ -191,13 +191,12 @@ class TestCheck:
                                                            network="/proc/1/ns/net")})
         assert "duplicate namespace 'network'" in config_error(raw, bundle)
 
-    def test_missing_mount_namespace(self, bundle):
-        raw = minimal(linux={"namespaces": with_namespaces("pid", "uts")})
-        assert config_error(raw, bundle) == \
-            "config.json: linux.namespaces: a mount namespace is required"
-        raw = minimal()
-        del raw["linux"]
-        assert "a mount namespace is required" in config_error(raw, bundle)
+    def test_no_mount_namespace_is_allowed_without_masking(self, bundle):
+        """As runc: the container then shares the host's mounts and is only chrooted."""
+        check(Config(minimal(linux={"namespaces": with_namespaces("pid", "uts")}), str(bundle)))
+        raw = minimal(linux={"namespaces": with_namespaces("pid"), "maskedPaths": ["/proc/kcore"]})
+        assert config_error(raw, bundle) == ("config.json: linux.maskedPaths: masked and "
+                                             "read-only paths need a mount namespace")
 
     def test_mount_namespace_by_path_is_fine(self, bundle):
         raw = minimal(linux={"namespaces": with_namespaces(mount="/proc/1/ns/mnt")})

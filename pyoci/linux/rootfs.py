@@ -44,6 +44,15 @@ def enter(sys, rootfs, no_pivot):
         raise ExecError(f"pivot_root {rootfs}: {errno_text(exc.errno)}") from None
 
 
+def chroot(rootfs):
+    """The root for a container that shares the host's mount namespace."""
+    try:
+        os.chroot(rootfs)
+        os.chdir("/")
+    except OSError as exc:
+        raise ExecError(f"chroot {rootfs}: {errno_text(exc.errno)}") from None
+
+
 def _pivot(sys, rootfs):
     # pivot_root(".", ".") stacks the old root under the new one; unmount it
     # from there without needing a directory for it in the image.
