@@ -8,7 +8,6 @@ containers waiting for `start`. Prints medians and the pyoci/runc ratio.
 Run as root; both runtimes use the same bundle and a private --root.
 """
 import argparse
-import os
 import shutil
 import statistics
 import subprocess

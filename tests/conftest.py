@@ -26,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def reset_log():
+    """pyoci.log is module state that CLI calls in-process configure."""
+    from pyoci import log
+    log.configure()
+    yield
+    log.configure()
+
+
 @pytest.fixture
 def pyoci():
     from conformance.harness import Runtime

@@ -18,13 +18,6 @@ except ImportError:  # pragma: no cover
     validate_features = None
 
 
-@pytest.fixture(autouse=True)
-def reset_log():
-    log.configure()
-    yield
-    log.configure()
-
-
 @pytest.fixture
 def root(tmp_path):
     return str(tmp_path / "state-root")

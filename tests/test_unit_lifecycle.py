@@ -62,13 +62,6 @@ class TestParseSignal:
 
 
 # ------------------------------------------------------------ fake containers
-@pytest.fixture(autouse=True)
-def reset_log():
-    log.configure()
-    yield
-    log.configure()
-
-
 @pytest.fixture
 def root(tmp_path):
     path = tmp_path / "root"

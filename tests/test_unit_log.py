@@ -11,13 +11,6 @@ TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
 TEXT_LINE = re.compile(rf'^time="({TIME})" level=(\w+) msg=(".*")$')
 
 
-@pytest.fixture(autouse=True)
-def reset_log():
-    log.configure()
-    yield
-    log.configure()
-
-
 @pytest.fixture
 def log_file(tmp_path):
     return tmp_path / "log"

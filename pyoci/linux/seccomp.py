@@ -245,12 +245,7 @@ class _Assembler:
 
     def assemble(self):
         instructions = self._with_far_jumps()
-        positions, count = {}, 0
-        for item in instructions:
-            if item[0] == "label":
-                positions[item[1]] = count
-            else:
-                count += 1
+        positions = _label_positions(instructions)
         code, index = [], 0
         for item in instructions:
             if item[0] == "label":
@@ -288,12 +283,7 @@ class _Assembler:
 
     @staticmethod
     def _first_far_jump(items):
-        positions, count = {}, 0
-        for item in items:
-            if item[0] == "label":
-                positions[item[1]] = count
-            else:
-                count += 1
+        positions = _label_positions(items)
         count = 0
         for index, item in enumerate(items):
             if item[0] == "label":
@@ -306,3 +296,14 @@ class _Assembler:
                     return index, item, true_far, false_far
             count += 1
         return None
+
+
+def _label_positions(items):
+    """{label: index of the instruction it precedes}."""
+    positions, count = {}, 0
+    for item in items:
+        if item[0] == "label":
+            positions[item[1]] = count
+        else:
+            count += 1
+    return positions
