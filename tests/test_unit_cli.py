@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pyoci import OCI_VERSION, __version__, log
+from pyoci import OCI_VERSION, __version__
 from pyoci.cli import main
 from pyoci.spec import default_config
 from pyoci.validate import validate_config

@@ -10,7 +10,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyoci import lifecycle, log, state
+from pyoci import lifecycle, state
 from pyoci.errors import ContainerError, ExecError, HookError
 from pyoci.linux import procfs
 from pyoci.state import Container
