@@ -202,7 +202,7 @@ def _become_user(syscalls, process, sets):
 
 def _setup_terminal(syscalls, context, process):
     if context.console_socket_fd is None:
-        raise ExecError("cannot allocate tty if runc will detach without setting console socket")
+        raise ExecError("cannot allocate a tty for a detached container without a console socket")
     master, slave_path = terminal.open_pty()
     terminal.send_master(context.console_socket_fd, master)
     os.close(master)

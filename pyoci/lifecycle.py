@@ -16,16 +16,18 @@ from pyoci.state import Container
 
 class CreateOptions:
     __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
-                 "preserve_fds")
+                 "preserve_fds", "own_terminal")
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
-                 no_new_keyring=False, preserve_fds=0):
+                 no_new_keyring=False, preserve_fds=0, own_terminal=False):
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
+        # Foreground `run`: with no console socket, take the pty master ourselves.
+        self.own_terminal = own_terminal
 
 
 def create(root, container_id, options):
@@ -58,7 +60,12 @@ def create(root, container_id, options):
         if config.linux.namespace("mount") is None:
             state_dir_fd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             fds.append(state_dir_fd)
-        console_fd = _connect_console(options.console_socket) if options.console_socket else None
+        console_fd = terminal_end = None
+        if options.console_socket:
+            console_fd = _connect_console(options.console_socket)
+        elif options.own_terminal and config.process and config.process.terminal:
+            terminal_end, console_end = _console_pair()
+            console_fd = console_end.detach()
         if console_fd is not None:
             fds.append(console_fd)
         context = process.InitContext(
@@ -78,6 +85,8 @@ def create(root, container_id, options):
             return hook_state
 
         process.spawn_init(context, manager.add, on_create_hooks)
+        if terminal_end is not None:
+            container.terminal_master = _receive_master(terminal_end)
         del container.record["creating"]
         container.save()
         if options.pid_file:
@@ -104,8 +113,8 @@ def _prepare(config, options):
         if proc.capabilities is not None:
             prepared["caps"] = caps.CapabilitySets(proc.capabilities)
         prepared["rlimits"] = rlimits.resolve(proc.rlimits)
-        if proc.terminal and not options.console_socket:
-            raise ExecError("cannot allocate tty if runc will detach without setting console socket")
+        if proc.terminal and not (options.console_socket or options.own_terminal):
+            raise ExecError("cannot allocate a tty for a detached container without a console socket")
     listen_fds = os.environ.get("LISTEN_FDS")
     if listen_fds and listen_fds.isdigit() and int(listen_fds) > 0:
         # Socket activation: pass the fds on and tell the program they are its own.
@@ -131,6 +140,20 @@ def _record_pid(container, pid):
     container.record["pid"] = pid
     container.record["pid_start_time"] = procfs.start_time(pid)
     container.save()
+
+
+def _console_pair():
+    import socket
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def _receive_master(sock):
+    import socket
+    with sock:
+        _, fds, _, _ = socket.recv_fds(sock, 64, 1)
+    if not fds:
+        raise ExecError("container init sent no terminal")
+    return fds[0]
 
 
 def _connect_console(path):
@@ -350,7 +373,12 @@ def _kill_cgroup_and_remove(manager):
 
 
 def run(root, container_id, options, detach=False, keep=False):
-    """create + start; in the foreground, wait and return the exit status."""
+    """create + start; in the foreground, wait and return the exit status.
+
+    A foreground container with a terminal and no console socket gets its
+    pty proxied to our own stdio, as runc does.
+    """
+    options.own_terminal = not detach
     container = create(root, container_id, options)
     try:
         _start(container)
@@ -359,21 +387,28 @@ def run(root, container_id, options, detach=False, keep=False):
         raise
     if detach:
         return 0
-    status = _wait_forwarding_signals(container.record["pid"])
+    master = container.terminal_master
+    if master is not None:
+        from pyoci import console
+        status = console.proxy_and_wait(master, container.record["pid"],
+                                        _wait_forwarding_signals)
+    else:
+        status = _wait_forwarding_signals(container.record["pid"])
     if not keep:
         _delete(container, force=True)
     return status
 
 
-def _wait_forwarding_signals(pid):
-    """Wait for init (our child: we are its subreaper), passing signals on."""
+def _wait_forwarding_signals(pid, handled_here=()):
+    """Wait for init (our child: we are its subreaper), passing signals on,
+    except those in HANDLED_HERE."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
     for signum in signal.valid_signals():
-        if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, *handled_here):
             try:
                 signal.signal(signum, forward)
             except (OSError, ValueError):

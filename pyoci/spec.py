@@ -200,7 +200,7 @@ def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
     for rule in (_check_version, _check_root, _check_namespaces,
                  _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute):
+                 _check_cwd_absolute, _check_sysctls):
         rule(config)
 
 
@@ -246,6 +246,30 @@ def _check_time_offsets(config):
     timens = config.linux.namespace("time")
     if config.linux.time_offsets and (timens is None or timens.path is not None):
         raise ConfigError("config.json: linux.timeOffsets: offsets need a new time namespace")
+
+
+IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                         "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                         "kernel.shm_rmid_forced"})
+
+
+def _check_sysctls(config):
+    """Only sysctls of a namespace the container owns: any other would be the host's."""
+    linux = config.linux
+    for key in linux.sysctl:
+        where = f"config.json: linux.sysctl: {key!r}"
+        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            if linux.namespace("ipc") is None:
+                raise ConfigError(f"{where} is not allowed in the host's ipc namespace")
+        elif key.startswith("net."):
+            if linux.namespace("network") is None:
+                raise ConfigError(f"{where} is not allowed in the host's network namespace")
+        elif key == "kernel.domainname" and linux.namespace("uts") is not None:
+            continue
+        elif key == "kernel.hostname" and linux.namespace("uts") is not None:
+            raise ConfigError(f"{where} is not allowed: use the hostname property")
+        else:
+            raise ConfigError(f"{where} is not in a separate kernel namespace")
 
 
 def _check_cwd_absolute(config):

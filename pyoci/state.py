@@ -79,6 +79,7 @@ class Container:
         self.dir = os.path.join(root, container_id)
         self.record = None
         self._lock_fd = None
+        self.terminal_master = None  # set by create when `run` owns the terminal
 
     @property
     def state_file(self):

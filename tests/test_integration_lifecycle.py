@@ -237,3 +237,29 @@ def test_start_of_stopped_container(pyoci, probe):
     container_id, _ = probe.container("stopped")
     result = pyoci.run("start", container_id, check=False)
     assert (result.returncode, result.stderr) == (1, "cannot start a container that has stopped\n")
+
+
+def test_foreground_run_with_terminal_proxies_the_pty(pyoci, tmp_path):
+    """As runc: `run` in the foreground with terminal=true and no console
+    socket allocates the pty itself and copies it to and from its own stdio."""
+    import pty
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "tty; read line; echo got $line; exit 4"],
+                         mutate=lambda c: c["process"].update(terminal=True))
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(pyoci.argv[0], pyoci.argv + ["run", "--bundle", str(bundle), pyoci.new_id()])
+    output = b""
+    while b"/dev/pts/" not in output:
+        output += os.read(master, 1024)
+    os.write(master, b"hello\r")
+    while True:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 4
+    assert b"/dev/pts/0" in output and b"got hello" in output

@@ -341,3 +341,27 @@ class TestDefaultConfig:
         assert default_config()["process"]["args"] == ["sh"]
         assert default_config()["linux"]["namespaces"]
         assert default_config() == copy.deepcopy(default_config())
+
+
+class TestSysctlRules:
+    """A sysctl outside the container's own namespaces would change the host."""
+
+    @pytest.mark.parametrize("key, namespaces", [
+        ("kernel.shmmax", ["ipc"]), ("fs.mqueue.msg_max", ["ipc"]),
+        ("net.ipv4.ip_forward", ["network"]), ("kernel.domainname", ["uts"])])
+    def test_namespaced_sysctls_pass(self, bundle, key, namespaces):
+        raw = minimal(linux={"namespaces": with_namespaces("mount", *namespaces),
+                             "sysctl": {key: "1"}})
+        check(Config(raw, str(bundle)))
+
+    @pytest.mark.parametrize("key, namespaces, reason", [
+        ("kernel.shmmax", [], "host's ipc namespace"),
+        ("net.ipv4.ip_forward", ["ipc"], "host's network namespace"),
+        ("kernel.hostname", ["uts"], "use the hostname property"),
+        ("kernel.panic", ["ipc", "network", "uts"], "not in a separate kernel namespace"),
+        ("vm.swappiness", ["ipc", "network", "uts"], "not in a separate kernel namespace")])
+    def test_host_sysctls_are_refused(self, bundle, key, namespaces, reason):
+        raw = minimal(linux={"namespaces": with_namespaces("mount", *namespaces),
+                             "sysctl": {key: "1"}})
+        message = config_error(raw, bundle)
+        assert message.startswith(f"config.json: linux.sysctl: '{key}'") and reason in message
