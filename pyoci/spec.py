@@ -67,8 +67,7 @@ class Rlimit:
 
 class Process:
     __slots__ = ("terminal", "args", "env", "cwd", "user", "capabilities",
-                 "rlimits", "no_new_privileges", "oom_score_adj",
-                 "apparmor_profile", "selinux_label", "console_size")
+                 "rlimits", "no_new_privileges", "oom_score_adj", "console_size")
 
     def __init__(self, raw):
         self.terminal = raw.get("terminal", False)
@@ -81,8 +80,6 @@ class Process:
         self.rlimits = [Rlimit(r) for r in raw.get("rlimits", ())]
         self.no_new_privileges = raw.get("noNewPrivileges", False)
         self.oom_score_adj = raw.get("oomScoreAdj")
-        self.apparmor_profile = raw.get("apparmorProfile")
-        self.selinux_label = raw.get("selinuxLabel")
         self.console_size = raw.get("consoleSize")
 
 
@@ -132,7 +129,7 @@ class Linux:
     __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "devices",
                  "cgroups_path", "resources", "rootfs_propagation",
                  "masked_paths", "readonly_paths", "sysctl", "time_offsets",
-                 "personality", "seccomp", "mount_label")
+                 "personality", "seccomp")
 
     def __init__(self, raw):
         raw = raw or {}
@@ -149,7 +146,6 @@ class Linux:
         self.time_offsets = raw.get("timeOffsets") or {}
         self.personality = raw.get("personality")
         self.seccomp = raw.get("seccomp")
-        self.mount_label = raw.get("mountLabel")
 
     def namespace(self, ns_type):
         """The Namespace entry of that type, or None."""
@@ -179,6 +175,27 @@ class Config:
         self.linux = Linux(raw.get("linux"))
 
 
+# Settings pyoci cannot apply yet: refused, never silently dropped.
+UNSUPPORTED = (
+    ("process", "apparmorProfile", "AppArmor is not supported"),
+    ("process", "selinuxLabel", "SELinux is not supported"),
+    ("process", "ioPriority", "I/O priority is not supported yet"),
+    ("process", "scheduler", "scheduling policies are not supported yet"),
+    ("process", "execCPUAffinity", "CPU affinity is not supported yet"),
+    ("linux", "mountLabel", "SELinux is not supported"),
+    ("linux", "intelRdt", "Intel RDT is not supported"),
+    ("linux", "netDevices", "moving network devices is not supported yet"),
+    ("linux", "memoryPolicy", "memory policies are not supported yet"),
+)
+
+
+def check_supported(raw):
+    for section, key, reason in UNSUPPORTED:
+        value = (raw.get(section) or {}).get(key)
+        if value not in (None, "", {}, []):
+            raise ConfigError(f"config.json: {section}.{key}: {reason}")
+
+
 def load(bundle):
     """Read, validate and check BUNDLE/config.json; return (Config, raw dict)."""
     path = os.path.join(bundle, "config.json")
@@ -191,6 +208,7 @@ def load(bundle):
         raise ConfigError(f"config.json: {exc}") from None
     from pyoci.validate import validate_config
     validate_config(raw)
+    check_supported(raw)
     config = Config(raw, bundle)
     check(config)
     return config, raw

@@ -365,3 +365,18 @@ class TestSysctlRules:
                              "sysctl": {key: "1"}})
         message = config_error(raw, bundle)
         assert message.startswith(f"config.json: linux.sysctl: '{key}'") and reason in message
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("process", "apparmorProfile", "docker-default"), ("process", "selinuxLabel", "system_u:x"),
+    ("linux", "mountLabel", "system_u:y"), ("linux", "intelRdt", {"closID": "a"}),
+    ("process", "ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}),
+    ("linux", "netDevices", {"eth1": {}})])
+def test_unsupported_settings_are_refused_not_dropped(section, key, value):
+    from pyoci.spec import check_supported
+    raw = minimal()
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError) as caught:
+        check_supported(raw)
+    assert str(caught.value).startswith(f"config.json: {section}.{key}: ")
+    check_supported(minimal())
