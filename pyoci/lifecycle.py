@@ -8,7 +8,7 @@ import json
 import os
 import signal
 
-from pyoci import hooks, state
+from pyoci import hooks, log, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
 from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
@@ -84,7 +84,9 @@ def create(root, container_id, options):
             hooks.run(config.hooks.create_runtime, hook_state, "createRuntime")
             return hook_state
 
+        log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
         process.spawn_init(context, manager.add, on_create_hooks)
+        log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
             container.terminal_master = _receive_master(terminal_end)
         del container.record["creating"]
@@ -170,6 +172,7 @@ def _connect_console(path):
 def _undo_create(container, manager):
     """Undo every step create may have taken; each undo tolerates its step not having run."""
     from pyoci import process
+    log.debug(f"create {container.id} failed: undoing it")
     pid = (container.record or {}).get("pid")
     if pid:
         process.kill_and_reap(pid)
@@ -186,6 +189,7 @@ def start(root, container_id):
 
 def _start(container):
     status = container.status()
+    log.debug(f"start {container.id}: status {status}")
     if not state.can_start(status):
         if status == state.STOPPED:
             raise ContainerError("cannot start a container that has stopped")
@@ -316,6 +320,7 @@ def delete(root, container_id, force=False):
 
 def _delete(container, force):
     status = container.status()
+    log.debug(f"delete {container.id}: status {status}, force {force}")
     if not state.can_delete(status):
         if not force:
             raise ContainerError(

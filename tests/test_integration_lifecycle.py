@@ -263,3 +263,14 @@ def test_foreground_run_with_terminal_proxies_the_pty(pyoci, tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"/dev/pts/0" in output and b"got hello" in output
+
+
+def test_debug_log_traces_the_lifecycle(pyoci, probe, tmp_path):
+    log = tmp_path / "debug.json"
+    container_id = pyoci.new_id()
+    pyoci.run("--debug", "--log-format", "json", "--log", log, "create", "--bundle",
+              probe.bundle("true"), container_id)
+    pyoci.run("--debug", "--log-format", "json", "--log", log, "delete", "--force", container_id)
+    messages = [json.loads(line)["msg"] for line in log.read_text().splitlines()]
+    assert any(m.startswith(f"create {container_id}: init ") for m in messages)
+    assert any(m.startswith(f"delete {container_id}: status created") for m in messages)

@@ -120,3 +120,13 @@ def test_any_message_is_one_line_that_gives_it_back(tmp_path, message, log_forma
         assert json.loads(line)["msg"] == message
     else:
         assert json.loads(TEXT_LINE.match(line).group(3)) == message
+
+
+def test_debug_lines_only_with_debug(tmp_path):
+    path = tmp_path / "log"
+    log.configure(str(path), "json", debug=False)
+    log.debug("hidden")
+    log.configure(str(path), "json", debug=True)
+    log.debug("shown")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["level"], line["msg"]) for line in lines] == [("debug", "shown")]
