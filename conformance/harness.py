@@ -314,3 +314,49 @@ def _describe(pid):
     except FileNotFoundError:
         return f"{pid} (exited)"
     return f"{pid} {cmdline.decode(errors='replace').strip()}"
+
+
+class ConsoleSocket:
+    """A --console-socket listener, as conmon and containerd's shim run one:
+    it accepts one connection and keeps the pty master sent over it."""
+
+    def __init__(self, path):
+        import array
+        import socket
+        import threading
+        self.path = str(path)
+        self.name = self.master = None
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(1)
+
+        def accept():
+            connection, _ = self._server.accept()
+            fds = array.array("i")
+            self.name, ancillary, _, _ = connection.recvmsg(1024, socket.CMSG_LEN(fds.itemsize))
+            fds.frombytes(ancillary[0][2])
+            self.master = fds[0]
+            connection.close()
+        self._thread = threading.Thread(target=accept, daemon=True)
+        self._thread.start()
+
+    def received_master(self, timeout=WAIT_TIMEOUT):
+        """The master fd, once the runtime has sent it."""
+        self._thread.join(timeout)
+        self._server.close()
+        assert self.master is not None, "no pty master arrived on the console socket"
+        return self.master
+
+
+def read_until_closed(fd):
+    """Everything a pty master yields until the slave side is gone (EIO)."""
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output

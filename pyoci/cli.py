@@ -77,6 +77,25 @@ def _build_parser():
     spec.add_argument("-b", "--bundle", default=".")
     spec.add_argument("--rootless", action="store_true")
     command("features", "print the features this runtime supports")
+    execute = command("exec", "run another process in a running container")
+    execute.add_argument("-p", "--process", help="a runtime-spec process JSON file")
+    execute.add_argument("-t", "--tty", action="store_true")
+    execute.add_argument("-d", "--detach", action="store_true")
+    execute.add_argument("--pid-file")
+    execute.add_argument("--console-socket")
+    execute.add_argument("--cwd")
+    execute.add_argument("-e", "--env", action="append", default=[])
+    execute.add_argument("-u", "--user", help="UID[:GID]")
+    execute.add_argument("-g", "--additional-gids", action="append", default=[])
+    execute.add_argument("-c", "--cap", action="append", default=[])
+    execute.add_argument("--no-new-privs", action="store_true")
+    execute.add_argument("-a", "--apparmor")
+    execute.add_argument("--process-label")
+    execute.add_argument("--preserve-fds", type=int, default=0)
+    execute.add_argument("--cgroup")
+    execute.add_argument("--ignore-paused", action="store_true")
+    execute.add_argument("id")
+    execute.add_argument("program", nargs=argparse.REMAINDER, help="COMMAND [ARGS...]")
     return parser
 
 
@@ -151,6 +170,26 @@ def cmd_spec(args):
     lifecycle.write_default_spec(args.bundle, args.rootless)
 
 
+def cmd_exec(args):
+    from pyoci.execute import ExecOptions, execute
+    options = ExecOptions(
+        process_file=args.process, args=args.program, tty=args.tty, detach=args.detach,
+        pid_file=args.pid_file, console_socket=args.console_socket, cwd=args.cwd,
+        env=args.env, user=args.user, additional_gids=args.additional_gids, caps=args.cap,
+        no_new_privs=args.no_new_privs, apparmor=args.apparmor,
+        process_label=args.process_label, preserve_fds=args.preserve_fds, cgroup=args.cgroup,
+        ignore_paused=args.ignore_paused)
+    try:
+        return execute(args.root, args.id, options)
+    except (PyociError, OSError) as exc:
+        # runc's convention, which engines rely on: 255 is the runtime's own failure.
+        raise ExecFailed(f"exec failed: {describe(exc)}") from None
+
+
+class ExecFailed(PyociError):
+    exit_code = 255
+
+
 def cmd_features(_args):
     from pyoci.features import features
     _print_json(features(), indent=4)
@@ -169,11 +208,14 @@ def main(argv=None):
     except PyociError as exc:
         log.error(str(exc))
         return exc.exit_code
-    except OSError as exc:
-        log.error(describe(exc))
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line (traceback with --debug)
+        if log.debug_enabled():
+            import traceback
+            log.debug(traceback.format_exc())
+        log.error(describe(exc))
+        return 1
     return status or 0
 
 

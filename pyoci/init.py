@@ -65,26 +65,63 @@ def run(syscalls, context):
     if process is None:
         # start will refuse; init only has to wait like any created container.
         _finish_and_exec(syscalls, context, "/", ["/"], [], state, None)
+    program, env, seccomp_filter = become_process(
+        syscalls, process, context.caps, context.rlimits, context.seccomp,
+        context.extra_env, context.console_socket_fd, mount_console=True)
+    _finish_and_exec(syscalls, context, program, process.args, env, state, seccomp_filter)
+
+
+def run_exec(syscalls, context):
+    """An `exec` process, already in the container's namespaces and cgroups."""
+    process = context.process
+    sync.receive(context.sync_sock, sync.GO)
     if process.terminal:
-        _setup_terminal(syscalls, context, process)
-    rlimits.apply(context.rlimits)
-    seccomp_filter = context.seccomp
+        os.setsid()
+    if not context.no_new_keyring:
+        _join_session_keyring(syscalls, context.container_id)
+    program, env, seccomp_filter = become_process(
+        syscalls, process, context.caps, context.rlimits, context.seccomp, [],
+        context.console_socket_fd, mount_console=False)
+    keep = {0, 1, 2, context.sync_sock.fileno(), *range(3, 3 + context.preserve_fds)}
+    for fd in range(3, 3 + context.preserve_fds):
+        os.set_inheritable(fd, True)
+    close_fds_except(keep)
+    syscalls.reset_signals()
+    environment = env_mapping(env)
+    sync.send(context.sync_sock, sync.READY)
+    if seccomp_filter is not None:
+        load_seccomp(syscalls, seccomp_filter)
+    os.execve(program, process.args, environment)
+
+
+def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter, extra_env,
+                   console_socket_fd, mount_console):
+    """Everything of config's `process` but the exec: terminal, rlimits, user,
+    capabilities, cwd, no_new_privs; shared by init and `exec` (only init's
+    terminal becomes /dev/console: MOUNT_CONSOLE).
+
+    Returns (program path, env list, the seccomp filter still to load just
+    before exec, or None if it had to be loaded here already).
+    """
+    if process.terminal:
+        _setup_terminal(syscalls, console_socket_fd, process, mount_console)
+    rlimits.apply(resolved_rlimits)
     if seccomp_filter is not None and not process.no_new_privileges:
         # Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do it
         # before the capabilities go, as runc does; else as late as possible.
-        _load_seccomp(syscalls, seccomp_filter)
+        load_seccomp(syscalls, seccomp_filter)
         seccomp_filter = None
-    _become_user(syscalls, process, context.caps)
+    _become_user(syscalls, process, cap_sets)
     try:
         os.chdir(process.cwd)
     except OSError as exc:
         raise ExecError(f"chdir to cwd ({process.cwd!r}) set in config.json failed: "
                         f"{errno_text(exc.errno)}") from None
-    env = list(process.env) + context.extra_env
+    env = list(process.env) + extra_env
     program = find_program(process.args[0] if process.args else "", env)
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    _finish_and_exec(syscalls, context, program, process.args, env, state, seccomp_filter)
+    return program, env, seccomp_filter
 
 
 def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filter):
@@ -103,7 +140,7 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     for fd in range(3, 3 + context.preserve_fds):
         os.set_inheritable(fd, True)
     os.set_inheritable(context.fifo_fd, True)
-    _close_fds_except(keep)
+    close_fds_except(keep)
     # CPython ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec.
     syscalls.reset_signals()
     sync.send(context.sync_sock, sync.READY)
@@ -125,7 +162,7 @@ def _seccomp_memfd(seccomp_filter):
     return fd
 
 
-def _load_seccomp(syscalls, seccomp_filter):
+def load_seccomp(syscalls, seccomp_filter):
     try:
         syscalls.seccomp_load(seccomp_filter.flags, seccomp_filter.program)
     except OSError as exc:
@@ -200,13 +237,13 @@ def _become_user(syscalls, process, sets):
             raise ExecError(f"apply capabilities: {errno_text(exc.errno)}") from None
 
 
-def _setup_terminal(syscalls, context, process):
-    if context.console_socket_fd is None:
+def _setup_terminal(syscalls, console_socket_fd, process, mount_console):
+    if console_socket_fd is None:
         raise ExecError("cannot allocate a tty for a detached container without a console socket")
     master, slave_path = terminal.open_pty()
-    terminal.send_master(context.console_socket_fd, master)
+    terminal.send_master(console_socket_fd, master)
     os.close(master)
-    terminal.become_controlling(syscalls, slave_path, process.console_size)
+    terminal.become_controlling(syscalls, slave_path, process.console_size, mount_console)
 
 
 def _join_session_keyring(syscalls, container_id):
@@ -237,7 +274,7 @@ def _cgroup_mounter(syscalls, context):
     return mount
 
 
-def _close_fds_except(keep):
+def close_fds_except(keep):
     low = 3
     for fd in sorted(k for k in keep if k >= 3):
         if fd > low:

@@ -34,7 +34,7 @@ def create(root, container_id, options):
     """Create the container and leave init waiting on exec.fifo. Returns its Container."""
     from pyoci import process, spec
     container = Container(root, container_id)
-    config, _ = spec.load(options.bundle)
+    config, raw_config = spec.load(options.bundle)
     prepared = _prepare(config, options)
     container.make_dir()
     manager = None
@@ -49,6 +49,8 @@ def create(root, container_id, options):
             "hooks": _later_hooks(config),
         }
         container.save()
+        # exec needs the config as created, whatever happens to the bundle later.
+        state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
         manager.create()
         os.mkfifo(container.fifo)
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
@@ -62,9 +64,9 @@ def create(root, container_id, options):
             fds.append(state_dir_fd)
         console_fd = terminal_end = None
         if options.console_socket:
-            console_fd = _connect_console(options.console_socket)
+            console_fd = connect_console(options.console_socket)
         elif options.own_terminal and config.process and config.process.terminal:
-            terminal_end, console_end = _console_pair()
+            terminal_end, console_end = console_pair()
             console_fd = console_end.detach()
         if console_fd is not None:
             fds.append(console_fd)
@@ -88,7 +90,7 @@ def create(root, container_id, options):
         process.spawn_init(context, manager.add, on_create_hooks)
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
-            container.terminal_master = _receive_master(terminal_end)
+            container.terminal_master = receive_master(terminal_end)
         del container.record["creating"]
         container.save()
         if options.pid_file:
@@ -144,12 +146,12 @@ def _record_pid(container, pid):
     container.save()
 
 
-def _console_pair():
+def console_pair():
     import socket
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
-def _receive_master(sock):
+def receive_master(sock):
     import socket
     with sock:
         _, fds, _, _ = socket.recv_fds(sock, 64, 1)
@@ -158,7 +160,7 @@ def _receive_master(sock):
     return fds[0]
 
 
-def _connect_console(path):
+def connect_console(path):
     import socket
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -396,15 +398,15 @@ def run(root, container_id, options, detach=False, keep=False):
     if master is not None:
         from pyoci import console
         status = console.proxy_and_wait(master, container.record["pid"],
-                                        _wait_forwarding_signals)
+                                        wait_forwarding_signals)
     else:
-        status = _wait_forwarding_signals(container.record["pid"])
+        status = wait_forwarding_signals(container.record["pid"])
     if not keep:
         _delete(container, force=True)
     return status
 
 
-def _wait_forwarding_signals(pid, handled_here=()):
+def wait_forwarding_signals(pid, handled_here=()):
     """Wait for init (our child: we are its subreaper), passing signals on,
     except those in HANDLED_HERE."""
     def forward(signum, _frame):

@@ -43,6 +43,10 @@ def _emit(level, message):
         sys.stderr.flush()
 
 
+def debug_enabled():
+    return _debug
+
+
 def debug(message):
     if _debug:
         _emit("debug", message)

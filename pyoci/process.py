@@ -30,6 +30,17 @@ class InitContext:
             setattr(self, name, fields.get(name))
 
 
+class ExecContext:
+    """What an `exec` process needs, prepared by the runtime before fork."""
+    __slots__ = ("process", "join", "chroot_fd", "container_id", "sync_sock",
+                 "console_socket_fd", "preserve_fds", "caps", "rlimits", "seccomp",
+                 "no_new_keyring", "user_namespace")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
 def waiter_memfd():
     """A sealed in-memory copy of pyoci-waiter for init to execute.
 
@@ -47,6 +58,55 @@ def waiter_memfd():
     return fd
 
 
+class _Fork:
+    """The runtime's side of one spawn: forks the stage, then tracks it and the
+    process it forks, and kills and reaps both if anything fails.
+
+    STAGE(syscalls, context, init_module) runs in the child.
+    """
+
+    def __init__(self, context, stage):
+        syscalls = sc.syscalls()  # load the shim before fork, once.
+        # Import init's code now: after the uid switch into a user namespace,
+        # or after pivot_root, the host's Python files may be out of reach.
+        from pyoci import init
+        self.sock, child_sock = sync.channel()
+        context.sync_sock = child_sock
+        syscalls.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        self.stage_pid = os.fork()
+        if self.stage_pid == 0:
+            self.sock.close()
+            _child(child_sock, lambda: stage(syscalls, context, init))
+        child_sock.close()
+        self.pid = None
+
+    def __enter__(self):
+        return self
+
+    def go(self):
+        sync.send(self.sock, sync.GO)
+
+    def receive_pid(self):
+        """The final process's pid (host view); the stage has then exited."""
+        self.pid = sync.receive(self.sock, sync.INIT_PID)["pid"]
+        _reap(self.stage_pid)
+        self.stage_pid = None
+        return self.pid
+
+    def wait_for_exec(self):
+        """READY, then end of file: the process has executed (the waiter or the program)."""
+        sync.receive(self.sock, sync.READY)
+        sync.receive_end(self.sock)
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.sock.close()
+        if exc_type is not None:
+            for pid in (self.stage_pid, self.pid):
+                if pid:
+                    kill_and_reap(pid)
+        return False
+
+
 def spawn_init(context, add_to_cgroups, on_create_hooks):
     """Fork the namespace stage and init; drive them to READY.
 
@@ -55,47 +115,57 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
     state JSON for the createContainer hooks. Returns init's pid (host view).
     On failure everything forked is killed and reaped before raising.
     """
-    syscalls = sc.syscalls()  # load the shim before fork, once.
-    # Import init's code now: after the uid switch into a user namespace, or
-    # after pivot_root, the host's Python files may be out of reach.
-    from pyoci import init
     config = context.config
-    runtime_sock, child_sock = sync.channel()
-    context.sync_sock = child_sock
-    syscalls.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    stage_pid = os.fork()
-    if stage_pid == 0:
-        runtime_sock.close()
-        _child(child_sock, lambda: _namespace_stage(syscalls, context, init))
-    child_sock.close()
-    init_pid = None
-    try:
-        add_to_cgroups(stage_pid)
+    with _Fork(context, _namespace_stage) as fork:
+        add_to_cgroups(fork.stage_pid)
         userns = config.linux.namespace("user")
         if userns and userns.path is None:
-            sync.receive(runtime_sock, sync.ID_MAP_REQUEST)
-            namespaces.write_id_maps(stage_pid, config.linux.uid_mappings,
+            sync.receive(fork.sock, sync.ID_MAP_REQUEST)
+            namespaces.write_id_maps(fork.stage_pid, config.linux.uid_mappings,
                                      config.linux.gid_mappings)
-        sync.send(runtime_sock, sync.GO)
-        init_pid = sync.receive(runtime_sock, sync.INIT_PID)["pid"]
-        _reap(stage_pid)
-        stage_pid = None
+        fork.go()
+        init_pid = fork.receive_pid()
         if config.process and config.process.oom_score_adj is not None:
             _write_oom_score_adj(init_pid, config.process.oom_score_adj)
-        sync.send(runtime_sock, sync.GO)
-        sync.receive(runtime_sock, sync.RUN_HOOKS)
+        fork.go()
+        sync.receive(fork.sock, sync.RUN_HOOKS)
         container_state = on_create_hooks(init_pid)
-        sync.send(runtime_sock, sync.HOOKS_DONE, state=container_state)
-        sync.receive(runtime_sock, sync.READY)
-        sync.receive_end(runtime_sock)
+        sync.send(fork.sock, sync.HOOKS_DONE, state=container_state)
+        fork.wait_for_exec()
         return init_pid
-    except BaseException:
-        for pid in (stage_pid, init_pid):
-            if pid:
-                kill_and_reap(pid)
-        raise
-    finally:
-        runtime_sock.close()
+
+
+def spawn_exec(context, add_to_cgroups):
+    """Fork a process into a running container's namespaces and cgroups; drive
+    it to its exec. Returns its pid (host view)."""
+    with _Fork(context, _exec_stage) as fork:
+        add_to_cgroups(fork.stage_pid)
+        fork.go()
+        pid = fork.receive_pid()
+        fork.go()
+        fork.wait_for_exec()
+        return pid
+
+
+def _exec_stage(syscalls, context, init):
+    """Join the container's namespaces (user first, mount last), then fork
+    so that the process is inside its pid and time namespaces."""
+    syscalls.prctl(sc.PR_SET_DUMPABLE, 0)
+    sync.receive(context.sync_sock, sync.GO)
+    for ns_type in namespaces.JOIN_ORDER:
+        if ns_type in context.join:
+            namespaces.join(syscalls, ns_type, context.join[ns_type])
+    if context.chroot_fd is not None:
+        os.fchdir(context.chroot_fd)
+        os.chroot(".")
+        os.close(context.chroot_fd)
+    if context.user_namespace:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        _child(context.sync_sock, lambda: init.run_exec(syscalls, context))
+    sync.send(context.sync_sock, sync.INIT_PID, pid=pid)
 
 
 def kill_and_reap(pid):

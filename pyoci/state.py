@@ -3,6 +3,7 @@
 One directory per container under the root (default /run/pyoci):
 
     <root>/<id>/state.json   what create recorded (written via temp + rename)
+    <root>/<id>/config.json  the config it was created from (for exec)
     <root>/<id>/exec.fifo    present from create until start
     <root>/<id>/lock         flock()ed by every command acting on the id
 
@@ -84,6 +85,17 @@ class Container:
     @property
     def state_file(self):
         return os.path.join(self.dir, "state.json")
+
+    @property
+    def config_file(self):
+        return os.path.join(self.dir, "config.json")
+
+    def load_config(self):
+        """The config.json the container was created from: (spec.Config, raw dict)."""
+        from pyoci.spec import Config
+        with open(self.config_file, "rb") as f:
+            raw = json.load(f)
+        return Config(raw, self.record["bundle"]), raw
 
     @property
     def fifo(self):

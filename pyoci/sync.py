@@ -33,6 +33,10 @@ runtime then undoes what create did.
   write state.json, pid file                                       (the socket is close-on-exec);
   exit 0                                                           it blocks on exec.fifo
 
+`exec` runs the first part only: the stage joins the container's namespaces
+(GO once it is in the cgroups), reports the pid of its fork, which (after a
+second GO) prepares the process, sends READY and executes it directly.
+
 `start` later opens exec.fifo for reading: the waiter writes "0" and executes
 the user's program; the fifo's write end is close-on-exec, so `start` reads
 end-of-file exactly when the program has been executed.

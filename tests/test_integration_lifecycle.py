@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import make_bundle
-from conformance.harness import wait_until
+from conformance.harness import read_until_closed, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -252,14 +252,7 @@ def test_foreground_run_with_terminal_proxies_the_pty(pyoci, tmp_path):
     while b"/dev/pts/" not in output:
         output += os.read(master, 1024)
     os.write(master, b"hello\r")
-    while True:
-        try:
-            chunk = os.read(master, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output += read_until_closed(master)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"/dev/pts/0" in output and b"got hello" in output

@@ -1,16 +1,14 @@
 """Namespaces, cgroups, terminal and mounts on real containers (root)."""
-import array
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
 from conformance.bundle import bind_mount, make_bundle
+from conformance.harness import ConsoleSocket, read_until_closed
 
 pytestmark = pytest.mark.root
 
@@ -136,21 +134,7 @@ def test_tmpcopyup_copies_image_content(probe):
 
 def test_terminal_master_is_sent_to_the_console_socket(pyoci, tmp_path):
     """As runc: the pty master arrives by SCM_RIGHTS; the program's stdio is the slave."""
-    socket_path = tmp_path / "console.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(socket_path))
-    server.listen(1)
-    received = {}
-
-    def accept():
-        connection, _ = server.accept()
-        fds = array.array("i")
-        message, ancillary, _, _ = connection.recvmsg(1024, socket.CMSG_LEN(fds.itemsize))
-        fds.frombytes(ancillary[0][2])
-        received["name"], received["master"] = message, fds[0]
-        connection.close()
-    thread = threading.Thread(target=accept)
-    thread.start()
+    console = ConsoleSocket(tmp_path / "console.sock")
 
     def terminal(config):
         config["process"]["terminal"] = True
@@ -158,22 +142,12 @@ def test_terminal_master_is_sent_to_the_console_socket(pyoci, tmp_path):
     bundle = make_bundle(tmp_path / "b", ["sh", "-c", "tty; stty size; test -t 0 && echo isatty"],
                          mutate=terminal)
     container_id = pyoci.new_id()
-    pyoci.run("create", "--bundle", bundle, "--console-socket", socket_path, container_id)
-    thread.join(10)
-    server.close()
+    pyoci.run("create", "--bundle", bundle, "--console-socket", console.path, container_id)
+    master = console.received_master()
     pyoci.start(container_id)
-    master = received["master"]
-    output = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO once the slave side is closed
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_until_closed(master)
     os.close(master)
-    assert received["name"] == b"/dev/ptmx"
+    assert console.name == b"/dev/ptmx"
     assert output.decode().split("\r\n")[:3] == ["/dev/pts/0", "33 101", "isatty"]
 
 

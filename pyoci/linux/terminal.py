@@ -30,10 +30,11 @@ def send_master(console_socket_fd, master):
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
 
 
-def become_controlling(sys, slave_path, console_size):
-    """Make the slave the console, the controlling tty and fds 0-2."""
-    make_mount_point("/dev/console", source_is_dir=False)
-    sys.mount(slave_path, "/dev/console", "bind", MS_BIND)
+def become_controlling(sys, slave_path, console_size, mount_console):
+    """Make the slave the controlling tty and fds 0-2 (and, for init, /dev/console)."""
+    if mount_console:
+        make_mount_point("/dev/console", source_is_dir=False)
+        sys.mount(slave_path, "/dev/console", "bind", MS_BIND)
     slave = os.open(slave_path, os.O_RDWR | os.O_CLOEXEC)
     if console_size:
         set_size(slave, console_size["height"], console_size["width"])

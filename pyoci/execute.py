@@ -1,0 +1,147 @@
+"""`exec`: run another process in a running container, as runc does.
+
+The process is what --process FILE gives (a runtime-spec process object),
+or the container's own process with the command line and flags applied.
+It joins every namespace the container was created with, its cgroups, and
+its capabilities, rlimits, no_new_privs and seccomp, as the process says.
+Every failure is "exec failed: ..." and exit status 255, like runc.
+"""
+import json
+import os
+
+from pyoci import state
+from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
+from pyoci.linux import cgroups
+from pyoci.state import Container
+
+# The /proc/<pid>/ns entry of each namespace type.
+NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+            "user": "user", "cgroup": "cgroup", "time": "time"}
+
+
+class ExecOptions:
+    __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket", "cwd",
+                 "env", "user", "additional_gids", "caps", "no_new_privs", "apparmor",
+                 "process_label", "preserve_fds", "cgroup", "ignore_paused")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+def execute(root, container_id, options):
+    """Run the process; in the foreground return its exit status, else 0."""
+    from pyoci import lifecycle, process as processes
+    container = Container(root, container_id).load()
+    status = container.status()
+    if status == state.STOPPED:
+        raise ContainerError("cannot exec in a stopped container")
+    if status == state.PAUSED and not options.ignore_paused:
+        raise ContainerError("cannot exec in a paused container (use --ignore-paused)")
+    config, raw_config = container.load_config()
+    proc = _process(config, raw_config.get("process") or {}, options)
+    if options.apparmor or options.process_label:
+        raise ConfigError("AppArmor and SELinux labels are not supported")
+    init_pid = container.record["pid"]
+    prepared = _prepare(config, proc, options)
+    fds = []
+    try:
+        join = {}
+        for ns in config.linux.namespaces:
+            join[ns.type] = os.open(f"/proc/{init_pid}/ns/{NS_FILES[ns.type]}",
+                                    os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(join[ns.type])
+        chroot_fd = None
+        if "mount" not in join:  # a chroot-only container: follow init into its root
+            chroot_fd = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fds.append(chroot_fd)
+        console_fd = terminal_end = None
+        if proc.terminal:
+            if options.console_socket:
+                console_fd = lifecycle.connect_console(options.console_socket)
+            elif not options.detach:
+                terminal_end, console_end = lifecycle.console_pair()
+                console_fd = console_end.detach()
+            else:
+                raise ExecError("cannot allocate a tty for a detached process without a console socket")
+            fds.append(console_fd)
+        context = processes.ExecContext(
+            process=proc, join=join, chroot_fd=chroot_fd, container_id=container_id,
+            console_socket_fd=console_fd, preserve_fds=options.preserve_fds or 0,
+            caps=prepared["caps"], rlimits=prepared["rlimits"], seccomp=prepared["seccomp"],
+            no_new_keyring=False, user_namespace="user" in join)
+        manager = _cgroups(container, options.cgroup)
+        pid = processes.spawn_exec(context, manager.add)
+        master = lifecycle.receive_master(terminal_end) if terminal_end is not None else None
+    except OSError as exc:
+        raise ExecError(errno_text(exc.errno)) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if options.pid_file:
+        state.write_atomic(os.path.abspath(options.pid_file), str(pid).encode())
+    if options.detach:
+        return 0
+    if master is not None:
+        from pyoci import console
+        return console.proxy_and_wait(master, pid, lifecycle.wait_forwarding_signals)
+    return lifecycle.wait_forwarding_signals(pid)
+
+
+def _process(config, container_process, options):
+    """The process object to run, validated like a config's; the container's
+    own process (CONTAINER_PROCESS) gives the defaults for flags."""
+    from pyoci.spec import Process
+    from pyoci.validate import validate_config
+    if options.process_file:
+        try:
+            with open(options.process_file, "rb") as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"process file {options.process_file}: {exc}") from None
+    else:
+        if not options.args:
+            raise ConfigError("exec: a command (or --process) is required")
+        raw = json.loads(json.dumps(container_process))  # a deep copy
+        raw["args"] = list(options.args)
+        raw["terminal"] = bool(options.tty)
+        raw["env"] = list(raw.get("env") or []) + list(options.env or [])
+        if options.cwd:
+            raw["cwd"] = options.cwd
+        if options.user:
+            uid, _, gid = options.user.partition(":")
+            raw["user"] = {**raw.get("user", {}), "uid": int(uid), "gid": int(gid or 0)}
+        if options.additional_gids:
+            raw.setdefault("user", {})["additionalGids"] = [int(g) for g in options.additional_gids]
+        if options.caps:
+            caps = raw.setdefault("capabilities", {})
+            for set_name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+                caps[set_name] = list(dict.fromkeys([*(caps.get(set_name) or []), *options.caps]))
+        if options.no_new_privs:
+            raw["noNewPrivileges"] = True
+    try:
+        validate_config({"ociVersion": config.oci_version, "process": raw})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config.json: ", "process: ", 1)) from None
+    return Process(raw)
+
+
+def _prepare(config, proc, options):
+    from pyoci.linux import caps, rlimits, seccomp
+    return {
+        "caps": caps.CapabilitySets(proc.capabilities) if proc.capabilities is not None else None,
+        "rlimits": rlimits.resolve(proc.rlimits),
+        "seccomp": (seccomp.compile_filter(config.linux.seccomp)
+                    if config.linux.seccomp is not None else None),
+    }
+
+
+def _cgroups(container, sub_path):
+    paths = dict(container.record.get("cgroup_paths") or {})
+    if sub_path:
+        paths = {key: os.path.join(directory, sub_path.lstrip("/"))
+                 for key, directory in paths.items()}
+        missing = [p for p in paths.values() if not os.path.isdir(p)]
+        if missing:
+            raise ExecError(f"--cgroup {sub_path}: {missing[0]} does not exist")
+    return cgroups.from_paths(paths)
