@@ -77,6 +77,22 @@ def _build_parser():
     spec.add_argument("-b", "--bundle", default=".")
     spec.add_argument("--rootless", action="store_true")
     command("features", "print the features this runtime supports")
+    command("pause", "freeze every process of a container").add_argument("id")
+    command("resume", "thaw a paused container").add_argument("id")
+    ps = command("ps", "list the processes of a container")
+    ps.add_argument("-f", "--format", default="table", choices=("table", "json"))
+    ps.add_argument("id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER, help="options for ps(1)")
+    update = command("update", "change a container's resource limits")
+    update.add_argument("-r", "--resources", help="LinuxResources JSON file, or - for stdin")
+    from pyoci.control import UPDATE_FLAGS
+    for name in UPDATE_FLAGS:
+        update.add_argument("--" + name.replace("_", "-"), dest=name)
+    update.add_argument("id")
+    events = command("events", "print a container's stats and OOM events")
+    events.add_argument("--stats", action="store_true", help="one stats line, then exit")
+    events.add_argument("--interval", default="5s")
+    events.add_argument("id")
     execute = command("exec", "run another process in a running container")
     execute.add_argument("-p", "--process", help="a runtime-spec process JSON file")
     execute.add_argument("-t", "--tty", action="store_true")
@@ -154,7 +170,7 @@ def cmd_list(args):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif args.format == "json":
         # runc prints a Go nil slice, null, when there are no containers.
-        sys.stdout.write(json.dumps(states or None) + "\n")
+        sys.stdout.write(json.dumps(states or None, separators=(",", ":")) + "\n")
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
@@ -188,6 +204,36 @@ def cmd_exec(args):
 
 class ExecFailed(PyociError):
     exit_code = 255
+
+
+def cmd_pause(args):
+    from pyoci import control
+    control.pause(args.root, args.id)
+
+
+def cmd_resume(args):
+    from pyoci import control
+    control.resume(args.root, args.id)
+
+
+def cmd_ps(args):
+    from pyoci import control
+    pids = control.pids(args.root, args.id)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(pids, separators=(",", ":")) + "\n")
+    else:
+        sys.stdout.write(control.ps_table(pids, args.ps_args))
+
+
+def cmd_update(args):
+    from pyoci import control
+    flags = {name: getattr(args, name) for name in control.UPDATE_FLAGS}
+    control.update(args.root, args.id, args.resources, flags)
+
+
+def cmd_events(args):
+    from pyoci import control
+    control.events(args.root, args.id, control.parse_interval(args.interval), args.stats)
 
 
 def cmd_features(_args):

@@ -15,7 +15,7 @@ from pyoci.linux import terminal
 
 def proxy_and_wait(master, pid, wait):
     """Copy between our stdio and MASTER until the program exits; return
-    WAIT(pid, signals handled here)'s status (WAIT forwards the others)."""
+    WAIT(pid)'s status. SIGWINCH is ours: it resizes the container's pty."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
     if saved is not None:
@@ -26,7 +26,7 @@ def proxy_and_wait(master, pid, wait):
     pump = threading.Thread(target=_pump, args=(stdin, stdout, master), daemon=True)
     pump.start()
     try:
-        status = wait(pid, (signal.SIGWINCH,) if saved is not None else ())
+        status = wait(pid)
         pump.join(timeout=1)  # let the last output drain
     finally:
         if saved is not None:

@@ -8,6 +8,7 @@ Every failure is "exec failed: ..." and exit status 255, like runc.
 """
 import json
 import os
+import signal
 
 from pyoci import state
 from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
@@ -82,10 +83,11 @@ def execute(root, container_id, options):
         state.write_atomic(os.path.abspath(options.pid_file), str(pid).encode())
     if options.detach:
         return 0
+    lifecycle.forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
     if master is not None:
         from pyoci import console
-        return console.proxy_and_wait(master, pid, lifecycle.wait_forwarding_signals)
-    return lifecycle.wait_forwarding_signals(pid)
+        return console.proxy_and_wait(master, pid, lifecycle.wait_for)
+    return lifecycle.wait_for(pid)
 
 
 def _process(config, container_process, options):

@@ -52,6 +52,7 @@ def create(root, container_id, options):
         # exec needs the config as created, whatever happens to the bundle later.
         state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
         manager.create()
+        manager.apply(config.linux.resources)
         os.mkfifo(container.fifo)
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
         fifo_fd = os.open(container.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -387,6 +388,11 @@ def run(root, container_id, options, detach=False, keep=False):
     """
     options.own_terminal = not detach
     container = create(root, container_id, options)
+    pid = container.record["pid"]
+    master = container.terminal_master
+    if not detach:
+        # Before start: a signal must never find us without a handler once the program runs.
+        forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
     try:
         _start(container)
     except BaseException:
@@ -394,21 +400,18 @@ def run(root, container_id, options, detach=False, keep=False):
         raise
     if detach:
         return 0
-    master = container.terminal_master
     if master is not None:
         from pyoci import console
-        status = console.proxy_and_wait(master, container.record["pid"],
-                                        wait_forwarding_signals)
+        status = console.proxy_and_wait(master, pid, wait_for)
     else:
-        status = wait_forwarding_signals(container.record["pid"])
+        status = wait_for(pid)
     if not keep:
         _delete(container, force=True)
     return status
 
 
-def wait_forwarding_signals(pid, handled_here=()):
-    """Wait for init (our child: we are its subreaper), passing signals on,
-    except those in HANDLED_HERE."""
+def forward_signals(pid, handled_here=()):
+    """From now on pass every signal we get on to PID, except HANDLED_HERE."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
@@ -420,6 +423,10 @@ def wait_forwarding_signals(pid, handled_here=()):
                 signal.signal(signum, forward)
             except (OSError, ValueError):
                 pass
+
+
+def wait_for(pid):
+    """PID's exit status, 128+signal if killed (our child: we are its subreaper)."""
     while True:
         waited, status = os.waitpid(-1, 0)
         if waited == pid:

@@ -89,6 +89,20 @@ def write_file(directory, name, value):
         f.write(value)
 
 
+def wait_for(condition, what, timeout=10.0):
+    """Poll CONDITION: the freezer has no notification that v1 and v2 share.
+    Used only by pause/resume, which wait on the kernel's own progress."""
+    import time
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while not condition():
+        if time.monotonic() > deadline:
+            from pyoci.errors import ExecError
+            raise ExecError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def remove_dir(directory):
     """rmdir a cgroup; already gone is fine."""
     try:

@@ -1,8 +1,12 @@
 """cgroup v1 (and hybrid) placement: one directory per mounted hierarchy."""
 import os
 
+import errno
+
+from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, own_cgroups,
-                                 read_pids, remove_dir, write_file)
+                                 read_pids, remove_dir, wait_for, write_file)
+from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 
 CONTROLLERS = frozenset({
     "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
@@ -57,6 +61,27 @@ class Manager:
             else:
                 os.makedirs(directory, exist_ok=True)
 
+    def apply(self, resources):
+        """Write linux.resources into the controllers' files."""
+        writes = _memory_order(v1_writes(resources), self.paths.get("memory"))
+        for controller, name, value in writes:
+            directory = self.paths.get(controller)
+            if directory is None:
+                if name in V1_OPTIONAL:
+                    continue
+                raise ConfigError(f"config.json: linux.resources: the {controller} cgroup "
+                                  f"controller is not available on this host ({name})")
+            try:
+                write_file(directory, name, value)
+            except OSError as exc:
+                if name in V1_OPTIONAL and exc.errno in (errno.ENOENT, errno.EOPNOTSUPP,
+                                                         errno.EINVAL):
+                    continue  # kernel memory limits: gone from newer kernels, and deprecated
+                if exc.errno == errno.ENOENT:
+                    raise ConfigError(f"config.json: linux.resources: {name} is not "
+                                      "supported by this kernel") from None
+                raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
+
     def add(self, pid):
         for directory in self.paths.values():
             write_file(directory, "cgroup.procs", str(pid))
@@ -65,6 +90,19 @@ class Manager:
         """Every process in the container's cgroup."""
         key = "pids" if "pids" in self.paths else next(iter(self.paths), None)
         return read_pids(os.path.join(self.paths[key], "cgroup.procs")) if key is not None else []
+
+    def freeze(self, frozen):
+        """FROZEN or THAWED, and wait until the kernel has got there."""
+        freezer = self.paths.get("freezer")
+        if freezer is None:
+            raise ExecError("the freezer cgroup controller is not available on this host")
+        wanted = "FROZEN" if frozen else "THAWED"
+        write_file(freezer, "freezer.state", wanted)
+        wait_for(lambda: _read_state(freezer) == wanted, f"freezer.state {wanted}")
+
+    def stats(self):
+        from pyoci.linux.cgroups.stats import v1_stats
+        return v1_stats(self.paths)
 
     def frozen(self):
         freezer = self.paths.get("freezer")
@@ -95,3 +133,28 @@ def _make_cpuset(directory):
             with open(os.path.join(parent, name)) as f:
                 value = f.read().strip()
             write_file(path, name, value)
+
+
+def _read_state(freezer):
+    with open(f"{freezer}/freezer.state") as f:
+        return f.read().strip()
+
+
+def _memory_order(writes, memory_dir):
+    """memory.memsw (memory + swap) may never be below memory.limit: when the
+    new limit exceeds the current memsw, raise memsw first."""
+    names = [name for _, name, _ in writes]
+    if memory_dir is None or "memory.limit_in_bytes" not in names or \
+            "memory.memsw.limit_in_bytes" not in names:
+        return writes
+    limit = next(w for w in writes if w[1] == "memory.limit_in_bytes")
+    memsw = next(w for w in writes if w[1] == "memory.memsw.limit_in_bytes")
+    try:
+        with open(f"{memory_dir}/memory.memsw.limit_in_bytes") as f:
+            current_memsw = int(f.read())
+    except OSError:
+        return writes
+    if int(limit[2]) == -1 or int(limit[2]) > current_memsw:
+        rest = [w for w in writes if w not in (limit, memsw)]
+        return [memsw, limit, *rest]
+    return writes

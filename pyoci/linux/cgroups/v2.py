@@ -1,26 +1,76 @@
 """cgroup v2 placement: one directory in the unified hierarchy."""
+import errno
 import os
 
-from pyoci.linux.cgroups import UNIFIED_KEY, read_pids, remove_dir, write_file
+from pyoci.errors import ConfigError, ExecError, errno_text
+from pyoci.linux.cgroups import UNIFIED_KEY, read_pids, remove_dir, wait_for, write_file
+from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
 class Manager:
-    def __init__(self, directory):
+    def __init__(self, directory, root="/sys/fs/cgroup"):
         self.directory = directory
+        self.root = root
         self.paths = {UNIFIED_KEY: directory}
 
     @classmethod
     def for_path(cls, root, path):
-        return cls(root + path)
+        return cls(root + path, root)
 
     def create(self):
         os.makedirs(self.directory, exist_ok=True)
+
+    def apply(self, resources):
+        """Enable the controllers the limits need on the way down, then write them."""
+        writes = v2_writes(resources, set(os.listdir(self.directory)))
+        self._enable(v2_controllers(writes))
+        for name, value in writes:
+            try:
+                write_file(self.directory, name, value)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise ConfigError(f"config.json: linux.resources: {name} is not available "
+                                      "on this host") from None
+                raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
+
+    def _enable(self, controllers):
+        if not controllers:
+            return
+        root = self.root
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+        missing = [c for c in controllers if c not in available]
+        if missing:
+            raise ConfigError(f"config.json: linux.resources: the {missing[0]} cgroup "
+                              "controller is not available on this host")
+        request = " ".join(f"+{c}" for c in controllers)
+        parent = self.directory
+        chain = []
+        while os.path.dirname(parent) != parent and parent != root:
+            parent = os.path.dirname(parent)
+            chain.append(parent)
+        for directory in reversed(chain):
+            try:
+                write_file(directory, "cgroup.subtree_control", request)
+            except OSError as exc:
+                raise ExecError(f"enable {request} in {directory}: {errno_text(exc.errno)}") from None
 
     def add(self, pid):
         write_file(self.directory, "cgroup.procs", str(pid))
 
     def pids(self):
         return read_pids(os.path.join(self.directory, "cgroup.procs"))
+
+    def freeze(self, frozen):
+        """cgroup.freeze, then wait for cgroup.events to say it is done."""
+        write_file(self.directory, "cgroup.freeze", "1" if frozen else "0")
+        wanted = f"frozen {int(frozen)}"
+        wait_for(lambda: wanted in _read(os.path.join(self.directory, "cgroup.events")).splitlines(),
+                 wanted)
+
+    def stats(self):
+        from pyoci.linux.cgroups.stats import v2_stats
+        return v2_stats(self.directory)
 
     def frozen(self):
         try:
@@ -31,3 +81,8 @@ class Manager:
 
     def destroy(self):
         remove_dir(self.directory)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()

@@ -1,0 +1,1 @@
+"""Black-box tests of pyoci (or any runc-compatible runtime) under real container engines."""

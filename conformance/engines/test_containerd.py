@@ -1,0 +1,95 @@
+"""containerd (ctr, containerd-shim-runc-v2) running tasks with the runtime under test.
+
+ctr's shim calls the runtime given by ``ctr run --runc-binary``; its state
+root is ``--runc-root``/<namespace>.
+"""
+import uuid
+
+import pytest
+
+from conformance.engines import helpers
+from conformance.engines.helpers import IMAGE, wait_until
+
+helpers.require_engine("containerd", "ctr", "containerd-shim-runc-v2")
+
+pytestmark = pytest.mark.engine
+
+FOREVER = ["sleep", "600"]
+
+
+def new_id():
+    return f"eng-{uuid.uuid4().hex[:12]}"
+
+
+def wait_for_status(ctr, container_id, status):
+    wait_until(lambda: ctr.task_status(container_id) == status,
+               f"task {container_id} to be {status}")
+
+
+def test_run_foreground(ctr):
+    container_id = new_id()
+    done = ctr("run", "--rm", *ctr.runtime_args(), IMAGE, container_id, "sh", "-c",
+               "echo hello from ctr; exit 3", check=False)
+    assert done.returncode == 3, helpers.describe(done)
+    assert done.stdout == "hello from ctr\n"
+    assert container_id not in ctr("container", "ls", "-q").stdout.split()
+
+
+def test_run_detached_then_kill_and_delete(ctr):
+    container_id = ctr.run_detached(new_id(), *FOREVER)
+    pid, status = ctr.tasks()[container_id]
+    assert status == "RUNNING"
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        assert cmdline.read().split(b"\0")[0] == b"sleep"
+    ctr("task", "kill", "--signal", "SIGKILL", container_id)
+    wait_for_status(ctr, container_id, "STOPPED")
+    # `ctr task delete` exits with the task's exit status.
+    assert ctr("task", "delete", container_id, check=False).returncode == 137
+    ctr("container", "delete", container_id)
+
+
+def test_task_exec(ctr):
+    container_id = ctr.run_detached(new_id(), *FOREVER)
+    done = ctr("task", "exec", "--exec-id", "exec-1", container_id, "sh", "-c",
+               "echo from-exec; exit 4", check=False)
+    assert done.returncode == 4, helpers.describe(done)
+    assert done.stdout == "from-exec\n"
+    done = ctr("task", "exec", "--exec-id", "exec-2", "--user", "65534", "--cwd", "/tmp",
+               container_id, "sh", "-c", "id -u; pwd; cat /proc/1/cmdline")
+    assert done.stdout.split("\n")[:2] == ["65534", "/tmp"]
+    assert done.stdout.split("\n")[2].startswith("sleep")
+
+
+def test_task_kill_term_trapped(ctr):
+    container_id = ctr.run_detached(new_id(), "sh", "-c",
+                                    'trap "exit 0" TERM; touch /ready; '
+                                    "while :; do sleep 0.1; done")
+    wait_until(lambda: ctr("task", "exec", "--exec-id", "probe", container_id, "test", "-e",
+                           "/ready", check=False).returncode == 0, "the TERM trap to be set")
+    ctr("task", "kill", container_id)  # SIGTERM
+    wait_for_status(ctr, container_id, "STOPPED")
+    assert ctr("task", "delete", container_id, check=False).returncode == 0
+
+
+def test_task_pause_resume(ctr):
+    container_id = ctr.run_detached(new_id(), *FOREVER)
+    ctr("task", "pause", container_id)
+    wait_for_status(ctr, container_id, "PAUSED")
+    ctr("task", "resume", container_id)
+    wait_for_status(ctr, container_id, "RUNNING")
+
+
+def test_task_ps(ctr):
+    container_id = ctr.run_detached(new_id(), *FOREVER)
+    pid, _ = ctr.tasks()[container_id]
+    done = ctr("task", "ps", container_id)
+    listed = [int(line.split()[0]) for line in done.stdout.splitlines()[1:] if line.strip()]
+    assert pid in listed, done.stdout
+
+
+def test_task_metrics(ctr):
+    container_id = ctr.run_detached(new_id(), *FOREVER)
+    done = ctr("task", "metrics", container_id)
+    metrics = dict(line.split(None, 1) for line in done.stdout.splitlines()[1:] if line.strip())
+    assert int(metrics["pids.current"]) >= 1, done.stdout
+    assert int(metrics.get("memory.usage_in_bytes", metrics.get("memory.usage", "0"))) > 0

@@ -1,0 +1,65 @@
+"""Docker (dockerd on our containerd) running containers with ``--runtime`` the runtime under test."""
+import time
+
+import pytest
+
+from conformance.engines import helpers
+from conformance.engines.helpers import IMAGE, wait_until
+
+helpers.require_engine("dockerd", "docker", "containerd", "containerd-shim-runc-v2")
+
+pytestmark = pytest.mark.engine
+
+FOREVER = ["sleep", "600"]
+
+
+def test_run_output_and_exit_status(docker):
+    done = docker.run("--rm", IMAGE, "sh", "-c", "echo hello from docker; echo oops >&2; exit 3",
+                      check=False)
+    assert done.returncode == 3, helpers.describe(done)
+    assert done.stdout == "hello from docker\n"
+    assert "oops" in done.stderr
+
+
+def test_exec(docker):
+    cid = docker.run_detached(IMAGE, *FOREVER)
+    assert docker("exec", cid, "echo", "in-container").stdout == "in-container\n"
+    done = docker("exec", "--user", "nobody", "--env", "GREETING=hi there", "--workdir", "/tmp",
+                  cid, "sh", "-c", 'id -u; echo "$GREETING"; pwd; exit 6', check=False)
+    assert done.returncode == 6, helpers.describe(done)
+    assert done.stdout.splitlines() == ["65534", "hi there", "/tmp"]
+
+
+def test_stop_container_trapping_term(docker):
+    cid = docker.run_detached(IMAGE, "sh", "-c", 'trap "exit 0" TERM; echo ready; '
+                                                 "while :; do sleep 0.1; done")
+    wait_until(lambda: "ready" in docker("logs", cid).stdout, "the TERM trap to be set")
+    started = time.monotonic()
+    docker("stop", "--time", "30", cid)
+    assert time.monotonic() - started < 15
+    assert docker.inspect(cid, "{{.State.ExitCode}}") == "0"
+
+
+def test_stop_container_ignoring_term_is_killed(docker):
+    cid = docker.run_detached(IMAGE, "sh", "-c", 'trap "" TERM; echo ready; '
+                                                 "while :; do sleep 0.1; done")
+    wait_until(lambda: "ready" in docker("logs", cid).stdout, "TERM to be ignored")
+    started = time.monotonic()
+    docker("stop", "--time", "1", cid)
+    assert 1 <= time.monotonic() - started < 15
+    assert docker.inspect(cid, "{{.State.ExitCode}}") == "137"
+
+
+def test_kill(docker):
+    cid = docker.run_detached(IMAGE, *FOREVER)
+    docker("kill", cid)
+    assert docker("wait", cid).stdout.strip() == "137"
+
+
+def test_pause_unpause(docker):
+    cid = docker.run_detached(IMAGE, *FOREVER)
+    docker("pause", cid)
+    assert docker.inspect(cid, "{{.State.Status}}") == "paused"
+    docker("unpause", cid)
+    assert docker.inspect(cid, "{{.State.Status}}") == "running"
+    assert docker("exec", cid, "true").returncode == 0

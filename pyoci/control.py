@@ -1,0 +1,174 @@
+"""Commands on a container's cgroups: pause, resume, ps, update, events."""
+import json
+import sys
+
+from pyoci import state
+from pyoci.errors import ConfigError, ContainerError
+from pyoci.linux import cgroups
+from pyoci.state import Container
+
+
+def _manager(container):
+    paths = container.record.get("cgroup_paths")
+    if not paths:
+        raise ContainerError(f"container {container.id} has no cgroups")
+    return cgroups.from_paths(paths)
+
+
+def pause(root, container_id):
+    container = Container(root, container_id).lock_existing()
+    status = container.status()
+    if status == state.PAUSED:
+        raise ContainerError("container already paused")
+    if status != state.RUNNING:
+        raise ContainerError("container not running")
+    _manager(container).freeze(True)
+
+
+def resume(root, container_id):
+    container = Container(root, container_id).lock_existing()
+    if container.status() != state.PAUSED:
+        raise ContainerError("container not paused")
+    _manager(container).freeze(False)
+
+
+def pids(root, container_id):
+    container = Container(root, container_id).load()
+    if container.status() == state.STOPPED:
+        raise ContainerError("container not running")
+    return sorted(_manager(container).pids())
+
+
+def ps_table(container_pids, ps_args):
+    """Run the host's ps and keep its header and the container's lines, as runc."""
+    import subprocess
+    result = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ContainerError(f"ps: {result.stderr.strip()}")
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    if "PID" not in header:
+        raise ContainerError("ps: no PID column in its output")
+    column = header.index("PID")
+    wanted = {str(pid) for pid in container_pids}
+    return "\n".join([lines[0], *(line for line in lines[1:]
+                                  if line.split()[column:column + 1] and
+                                  line.split()[column] in wanted)]) + "\n"
+
+
+# runc's update flags: flag -> (section, key, parse)
+SIZE_SUFFIXES = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text):
+    """runc's units.RAMInBytes: '100m', '1g', '4096', '-1'."""
+    text = text.strip().lower()
+    if text == "-1":
+        return -1
+    number = text.rstrip("bkmgt")
+    suffix = text[len(number):].rstrip("b") or "b"
+    if not number or suffix not in SIZE_SUFFIXES:
+        raise ConfigError(f"invalid size: {text!r}")
+    return int(float(number) * SIZE_SUFFIXES[suffix])
+
+
+UPDATE_FLAGS = {
+    "memory": ("memory", "limit", parse_size),
+    "memory_swap": ("memory", "swap", parse_size),
+    "memory_reservation": ("memory", "reservation", parse_size),
+    "kernel_memory": ("memory", "kernel", parse_size),
+    "kernel_memory_tcp": ("memory", "kernelTCP", parse_size),
+    "cpu_shares": ("cpu", "shares", int),
+    "cpu_quota": ("cpu", "quota", int),
+    "cpu_period": ("cpu", "period", int),
+    "cpu_rt_period": ("cpu", "realtimePeriod", int),
+    "cpu_rt_runtime": ("cpu", "realtimeRuntime", int),
+    "cpuset_cpus": ("cpu", "cpus", str),
+    "cpuset_mems": ("cpu", "mems", str),
+    "pids_limit": ("pids", "limit", int),
+    "blkio_weight": ("blockIO", "weight", int),
+}
+
+
+def update(root, container_id, resources_source, flags):
+    """Apply new limits; RESOURCES_SOURCE is a LinuxResources JSON file, '-' for
+    stdin, or None; FLAGS maps UPDATE_FLAGS names to their text."""
+    container = Container(root, container_id).lock_existing()
+    if container.status() == state.STOPPED:
+        raise ContainerError("container not running")
+    resources = {}
+    if resources_source:
+        try:
+            if resources_source == "-":
+                resources = json.load(sys.stdin)
+            else:
+                with open(resources_source) as f:
+                    resources = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resources {resources_source}: {exc}") from None
+    for name, text in flags.items():
+        if text is not None:
+            section, key, parse = UPDATE_FLAGS[name]
+            try:
+                resources.setdefault(section, {})[key] = parse(text)
+            except ValueError:
+                raise ConfigError(f"--{name.replace('_', '-')}: invalid value {text!r}") from None
+    from pyoci.validate import validate_config
+    try:
+        validate_config({"ociVersion": "1.0.0", "linux": {"resources": resources}})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config.json: linux.", "", 1)) from None
+    _manager(container).apply(resources)
+    _remember(container, resources)
+
+
+def _remember(container, resources):
+    """Keep the stored config's resources current (the limits now in force)."""
+    _, raw = container.load_config()
+    current = raw.setdefault("linux", {}).setdefault("resources", {})
+    for section, values in resources.items():
+        if isinstance(values, dict) and isinstance(current.get(section), dict):
+            current[section].update(values)
+        else:
+            current[section] = values
+    state.write_atomic(container.config_file, json.dumps(raw).encode(), 0o600)
+
+
+def stats_event(container):
+    return {"type": "stats", "id": container.id, "data": _manager(container).stats()}
+
+
+def events(root, container_id, interval, stats_only, out=sys.stdout):
+    """Print runc's event lines: stats every INTERVAL seconds and OOM kills,
+    until the container stops; or one stats line with --stats."""
+    import time
+    from pyoci.linux.cgroups.stats import oom_kills
+    container = Container(root, container_id).load()
+    if container.status() == state.STOPPED:
+        raise ContainerError("container not running")
+    if stats_only:
+        out.write(_compact(stats_event(container)) + "\n")
+        return
+    paths = container.record["cgroup_paths"]
+    seen_ooms = oom_kills(paths)
+    while container.status() != state.STOPPED:
+        ooms = oom_kills(paths)
+        if ooms > seen_ooms:
+            out.write(_compact({"type": "oom", "id": container.id}) + "\n")
+            seen_ooms = ooms
+        out.write(_compact(stats_event(container)) + "\n")
+        out.flush()
+        time.sleep(interval)
+
+
+def _compact(value):
+    """JSON as Go's encoder writes it, which engines parse line by line."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def parse_interval(text):
+    """Go durations as runc takes them: '5s', '500ms', '1m'."""
+    for suffix, scale in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if text.endswith(suffix) and text[:-len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[:-len(suffix)]) * scale
+    raise ConfigError(f"invalid interval {text!r}")

@@ -1,0 +1,160 @@
+"""Resource limits, pause/resume, ps, update and events on real containers
+(root, this host's cgroup v1 hierarchies)."""
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.bundle import make_bundle
+from conformance.harness import wait_until
+
+pytestmark = pytest.mark.root
+
+V1 = Path("/sys/fs/cgroup")
+needs_v1 = pytest.mark.skipif(not (V1 / "memory" / "cgroup.procs").exists(),
+                              reason="cgroup v1 memory hierarchy not mounted")
+
+
+def start(pyoci, tmp_path, args, resources=None, name="b"):
+    def limits(config):
+        if resources is not None:
+            config["linux"]["resources"] = resources
+    bundle = make_bundle(tmp_path / name, args, mutate=limits)
+    container_id = pyoci.new_id()
+    pyoci.run("run", "--detach", "--bundle", bundle, container_id)
+    return container_id
+
+
+def read(container_id, controller, name):
+    return (V1 / controller / container_id / name).read_text().strip()
+
+
+@needs_v1
+def test_each_resource_is_written_to_its_cgroup_file(pyoci, tmp_path):
+    resources = {
+        "memory": {"limit": 64 << 20, "swap": 96 << 20, "reservation": 32 << 20,
+                   "swappiness": 7, "disableOOMKiller": False},
+        "cpu": {"shares": 512, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0"},
+        "pids": {"limit": 42},
+    }
+    container_id = start(pyoci, tmp_path, ["sleep", "100"], resources)
+    assert [read(container_id, *where) for where in (
+        ("memory", "memory.limit_in_bytes"), ("memory", "memory.memsw.limit_in_bytes"),
+        ("memory", "memory.soft_limit_in_bytes"), ("memory", "memory.swappiness"),
+        ("cpu", "cpu.shares"), ("cpu", "cpu.cfs_quota_us"), ("cpu", "cpu.cfs_period_us"),
+        ("cpuset", "cpuset.cpus"), ("cpuset", "cpuset.mems"), ("pids", "pids.max"))] == [
+        str(64 << 20), str(96 << 20), str(32 << 20), "7", "512", "20000", "100000", "0", "0", "42"]
+
+
+@needs_v1
+def test_device_rules_deny_what_they_do_not_allow(pyoci, tmp_path, probe):
+    def rules(config):
+        config["linux"]["resources"] = {"devices": [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}]}
+        config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]
+    output = probe.run("echo x >/dev/null && echo null-ok; head -c1 /dev/kmsg || echo kmsg-denied",
+                       mutate=rules)
+    assert "null-ok" in output and "kmsg-denied" in output
+
+
+@needs_v1
+def test_pids_limit_stops_a_fork_bomb(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sh", "-c", "for i in $(seq 60); do sleep 30 & done; wait"],
+                         {"pids": {"limit": 20}})
+    wait_until(lambda: "max 0" not in read(container_id, "pids", "pids.events"),
+               "a fork refused at the limit")
+    assert int(read(container_id, "pids", "pids.current")) <= 20
+
+
+@needs_v1
+def test_memory_limit_oom_kills_and_events_report_it(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sleep", "100"],
+                         {"memory": {"limit": 16 << 20, "swap": 16 << 20}})
+    events = subprocess.Popen(pyoci.argv + ["events", "--interval", "100ms", container_id],
+                              stdout=subprocess.PIPE, text=True)
+    hog = subprocess.run(pyoci.argv + ["exec", container_id, "sh", "-c",
+                                       "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"],
+                         capture_output=True, text=True, timeout=60)
+    assert "survived" not in hog.stdout and hog.returncode != 0
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        line = events.stdout.readline()
+        seen.append(json.loads(line))
+        if seen[-1]["type"] == "oom":
+            break
+    events.kill()
+    events.wait()
+    assert seen[-1] == {"type": "oom", "id": container_id}
+    stats = [event for event in seen if event["type"] == "stats"]
+    assert stats and stats[0]["data"]["memory"]["usage"]["limit"] == 16 << 20
+
+
+@needs_v1
+def test_pause_freezes_and_resume_thaws(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >/tmp/count; done"])
+    count = tmp_path / "b" / "rootfs" / "tmp" / "count"
+    wait_until(count.exists, "the counter to start")
+    pyoci.run("pause", container_id)
+    assert pyoci.state(container_id)["status"] == "paused"
+    assert read(container_id, "freezer", "freezer.state") == "FROZEN"
+    frozen_at = count.read_text()
+    time.sleep(0.2)
+    assert count.read_text() == frozen_at
+    pyoci.run("resume", container_id)
+    assert pyoci.state(container_id)["status"] == "running"
+    wait_until(lambda: count.read_text() != frozen_at, "the counter to move again")
+    assert pyoci.run("resume", container_id, check=False).stderr == "container not paused\n"
+
+
+def test_ps_lists_the_containers_processes(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sh", "-c", "sleep 100 & sleep 100 & wait"])
+    init_pid = pyoci.state(container_id)["pid"]
+    def three_pids():
+        listed = json.loads(pyoci.run("ps", "--format", "json", container_id).stdout)
+        return listed if len(listed) == 3 else None
+    pids = wait_until(three_pids, "three processes")
+    assert init_pid in pids
+    table = pyoci.run("ps", container_id).stdout.splitlines()
+    assert table[0].split()[:2] == ["UID", "PID"] and len(table) == 4
+    assert pyoci.run("ps", "--format", "json", container_id).stdout.count(" ") == 0
+
+
+@needs_v1
+def test_update_with_flags_and_resources_json(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
+    pyoci.run("update", "--memory", "128m", "--memory-swap", "256m", "--pids-limit", "30",
+              "--cpu-shares", "300", container_id)
+    assert read(container_id, "memory", "memory.limit_in_bytes") == str(128 << 20)
+    assert read(container_id, "memory", "memory.memsw.limit_in_bytes") == str(256 << 20)
+    assert read(container_id, "pids", "pids.max") == "30"
+    assert read(container_id, "cpu", "cpu.shares") == "300"
+    pyoci.run("update", "--resources", "-", container_id,
+              input=json.dumps({"memory": {"limit": 32 << 20, "swap": 32 << 20}}))
+    assert read(container_id, "memory", "memory.limit_in_bytes") == str(32 << 20)
+    bad = pyoci.run("update", "--resources", "-", container_id, input='{"pids": {"limit": "x"}}',
+                    check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("resources.pids.limit: ")
+
+
+def test_events_stats_shape(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sleep", "100"])
+    line = pyoci.run("events", "--stats", container_id).stdout
+    event = json.loads(line)
+    assert line.count("\n") == 1 and " " not in line.strip()
+    assert event["type"] == "stats" and event["id"] == container_id
+    assert {"cpu", "memory", "pids"} <= set(event["data"])
+    assert event["data"]["pids"]["current"] == 1
+
+
+def test_missing_controller_is_a_clear_error(pyoci, probe, leak_check):
+    bundle = probe.bundle("true", mutate=lambda c: c["linux"].update(
+        resources={"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]}))
+    result = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)
+    if not (V1 / "hugetlb").exists():
+        assert result.returncode == 1
+        assert "hugetlb cgroup controller is not available" in result.stderr
+        assert leak_check.leftovers() == {}
