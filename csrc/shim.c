@@ -96,3 +96,8 @@ int pyoci_reset_signals(void)
     unsigned long empty = 0;
     return syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
 }
+
+long pyoci_bpf(int command, void *attr, unsigned int size)
+{
+    return syscall(SYS_bpf, command, attr, size);
+}

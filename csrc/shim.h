@@ -20,5 +20,6 @@ int pyoci_setdomainname(const char *name, size_t len);
 long pyoci_join_session_keyring(const char *name);
 int pyoci_personality(unsigned long persona);
 int pyoci_reset_signals(void);
+long pyoci_bpf(int command, void *attr, unsigned int size);
 int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length);
 #endif

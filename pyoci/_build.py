@@ -25,6 +25,7 @@ ffibuilder.cdef("""
     long pyoci_join_session_keyring(const char *name);
     int pyoci_personality(unsigned long persona);
     int pyoci_reset_signals(void);
+    long pyoci_bpf(int command, void *attr, unsigned int size);
     int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length);
 """)
 ffibuilder.set_source(

@@ -158,3 +158,34 @@ def test_missing_controller_is_a_clear_error(pyoci, probe, leak_check):
         assert result.returncode == 1
         assert "hugetlb cgroup controller is not available" in result.stderr
         assert leak_check.leftovers() == {}
+
+
+def cgroup2_mount():
+    for candidate in (V1, V1 / "unified"):
+        if (candidate / "cgroup.controllers").exists() or \
+                (candidate / "cgroup.subtree_control").exists():
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted")
+def test_v2_device_program_enforces_the_rules(tmp_path):
+    """The eBPF device program the v2 manager attaches, judged by the kernel
+    (on a hybrid host, in the unified hierarchy beside v1)."""
+    from pyoci.linux import syscalls
+    from pyoci.linux.cgroups import devices_bpf
+    directory = cgroup2_mount() / f"pyoci-test-{tmp_path.name}"
+    directory.mkdir()
+    try:
+        devices_bpf.attach(syscalls.syscalls(), str(directory), [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"}])
+        script = (f"echo $$ > {directory}/cgroup.procs; "
+                  "echo x > /dev/null && echo null-ok; "
+                  "echo x > /dev/kmsg 2>/dev/null || echo kmsg-write-denied; "
+                  "dd if=/dev/mem of=/dev/null count=1 2>/dev/null || echo mem-denied")
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+        assert result.stdout.split() == ["null-ok", "kmsg-write-denied", "mem-denied"]
+    finally:
+        wait_until(lambda: not (directory / "cgroup.procs").read_text().strip(), "the shell to leave")
+        directory.rmdir()

@@ -28,6 +28,13 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# bpf(2) (linux/bpf.h).
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
+
 
 def _check(result, what, path=None):
     if result < 0:
@@ -81,6 +88,31 @@ class Syscalls:
 
     def join_session_keyring(self, name):
         _check(self._lib.pyoci_join_session_keyring(self._c_str(name)), "join session keyring")
+
+    def bpf_load_device_program(self, instructions):
+        """BPF_PROG_LOAD a BPF_PROG_TYPE_CGROUP_DEVICE program; returns its fd."""
+        import struct
+        code = self._ffi.from_buffer(instructions)
+        license_text = self._ffi.new("char[]", b"Apache-2.0")
+        log = self._ffi.new("char[]", 65536)
+        attr = self._ffi.new("char[]", struct.pack(
+            "=IIQQIIQII16sII", BPF_PROG_TYPE_CGROUP_DEVICE, len(instructions) // 8,
+            int(self._ffi.cast("uintptr_t", code)), int(self._ffi.cast("uintptr_t", license_text)),
+            1, 65536, int(self._ffi.cast("uintptr_t", log)), 0, 0, b"pyoci_devices", 0, 0))
+        fd = self._lib.pyoci_bpf(BPF_PROG_LOAD, attr, len(attr) - 1)
+        if fd < 0:
+            code = self._ffi.errno
+            verifier = self._ffi.string(log).decode(errors="replace").strip().splitlines()
+            why = f": {' / '.join(verifier[:3])}" if verifier else ""
+            raise OSError(code, f"bpf prog load: {os.strerror(code)}{why}")
+        return fd
+
+    def bpf_attach_device_program(self, cgroup_fd, program_fd):
+        """BPF_PROG_ATTACH it to a cgroup v2 directory, alongside any others."""
+        import struct
+        attr = self._ffi.new("char[]", struct.pack(
+            "=IIIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI, 0))
+        _check(self._lib.pyoci_bpf(BPF_PROG_ATTACH, attr, len(attr) - 1), "bpf prog attach")
 
     def reset_signals(self):
         """All signals to SIG_DFL, none blocked (glibc's reserved ones included)."""

@@ -32,6 +32,13 @@ class Manager:
                     raise ConfigError(f"config.json: linux.resources: {name} is not available "
                                       "on this host") from None
                 raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
+        if resources.get("devices") is not None:
+            from pyoci.linux import syscalls
+            from pyoci.linux.cgroups import devices_bpf
+            try:
+                devices_bpf.attach(syscalls.syscalls(), self.directory, resources["devices"])
+            except OSError as exc:
+                raise ExecError(f"device rules for {self.directory}: {exc.strerror}") from None
 
     def _enable(self, controllers):
         if not controllers:
