@@ -189,3 +189,16 @@ def test_v2_device_program_enforces_the_rules(tmp_path):
     finally:
         wait_until(lambda: not (directory / "cgroup.procs").read_text().strip(), "the shell to leave")
         directory.rmdir()
+
+
+@needs_v1
+def test_a_limit_file_this_kernel_lacks_is_a_clear_error(pyoci, probe, leak_check):
+    if (V1 / "blkio" / "blkio.weight").exists():
+        pytest.skip("this kernel has blkio.weight")
+    bundle = probe.bundle("true", mutate=lambda c: c["linux"].update(
+        resources={"blockIO": {"weight": 500}}))
+    result = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)
+    assert result.returncode == 1
+    assert result.stderr == ("config.json: linux.resources: blkio.weight is not supported "
+                             "by this kernel\n")
+    assert leak_check.leftovers() == {}

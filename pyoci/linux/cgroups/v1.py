@@ -77,7 +77,7 @@ class Manager:
                 if name in V1_OPTIONAL and exc.errno in (errno.ENOENT, errno.EOPNOTSUPP,
                                                          errno.EINVAL):
                     continue  # kernel memory limits: gone from newer kernels, and deprecated
-                if exc.errno == errno.ENOENT:
+                if not os.path.exists(os.path.join(directory, name)):
                     raise ConfigError(f"config.json: linux.resources: {name} is not "
                                       "supported by this kernel") from None
                 raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None

@@ -1,5 +1,4 @@
 """cgroup v2 placement: one directory in the unified hierarchy."""
-import errno
 import os
 
 from pyoci.errors import ConfigError, ExecError, errno_text
@@ -28,7 +27,7 @@ class Manager:
             try:
                 write_file(self.directory, name, value)
             except OSError as exc:
-                if exc.errno == errno.ENOENT:
+                if not os.path.exists(os.path.join(self.directory, name)):
                     raise ConfigError(f"config.json: linux.resources: {name} is not available "
                                       "on this host") from None
                 raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
