@@ -118,7 +118,14 @@ def update(root, container_id, resources_source, flags):
         validate_config({"ociVersion": "1.0.0", "linux": {"resources": resources}})
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config.json: linux.", "", 1)) from None
-    _manager(container).apply(resources)
+    manager = _manager(container)
+    memory = resources.get("memory") or {}
+    if memory.get("checkBeforeUpdate") and memory.get("limit", -1) > 0:
+        usage = manager.stats().get("memory", {}).get("usage", {}).get("usage", 0)
+        if memory["limit"] < usage:
+            raise ContainerError(f"memory limit {memory['limit']} is below the current "
+                                 f"usage {usage} (checkBeforeUpdate)")
+    manager.apply(resources)
     _remember(container, resources)
 
 

@@ -202,3 +202,12 @@ def test_a_limit_file_this_kernel_lacks_is_a_clear_error(pyoci, probe, leak_chec
     assert result.stderr == ("config.json: linux.resources: blkio.weight is not supported "
                              "by this kernel\n")
     assert leak_check.leftovers() == {}
+
+
+@needs_v1
+def test_update_check_before_update_refuses_a_limit_below_usage(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
+    result = pyoci.run("update", "--resources", "-", container_id, check=False,
+                       input=json.dumps({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
+    assert result.returncode == 1 and "below the current usage" in result.stderr
+    assert read(container_id, "memory", "memory.limit_in_bytes") == str(64 << 20)
