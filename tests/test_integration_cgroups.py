@@ -211,3 +211,14 @@ def test_update_check_before_update_refuses_a_limit_below_usage(pyoci, tmp_path)
                        input=json.dumps({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
     assert result.returncode == 1 and "below the current usage" in result.stderr
     assert read(container_id, "memory", "memory.limit_in_bytes") == str(64 << 20)
+
+
+@needs_v1
+def test_update_zero_memory_values_are_unset_like_docker_sends_them(pyoci, tmp_path):
+    container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
+    docker_update = {"memory": {"limit": 0, "reservation": 0, "kernel": 0},
+                     "cpu": {"shares": 0, "quota": 0, "period": 0}, "pids": {"limit": 77},
+                     "blockIO": {"weight": 0}}
+    pyoci.run("update", "--resources", "-", container_id, input=json.dumps(docker_update))
+    assert read(container_id, "pids", "pids.max") == "77"
+    assert read(container_id, "memory", "memory.limit_in_bytes") == str(64 << 20)

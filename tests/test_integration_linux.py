@@ -259,3 +259,13 @@ def test_without_a_mount_namespace_the_container_is_only_chrooted(pyoci, tmp_pat
     assert "bin" in result.stdout.split() and "work" not in result.stdout.split()
     assert result.stdout.split()[-1] == "0", "nothing mounted on the rootfs's /proc"
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+def test_empty_capabilities_object_drops_every_capability(probe):
+    """What podman and Docker write for --cap-drop ALL; without no_new_privs, a
+    root program would take back from the bounding set whatever remained there."""
+    def drop_all(config):
+        config["process"]["capabilities"] = {}
+        config["process"]["noNewPrivileges"] = False
+    output = probe.run("grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status", mutate=drop_all)
+    assert [line.split()[1] for line in output.splitlines()] == ["0000000000000000"] * 4

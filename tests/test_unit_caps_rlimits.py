@@ -76,15 +76,13 @@ class TestCapabilitySets:
     def kernel_last(self, monkeypatch):
         monkeypatch.setattr(caps, "last_cap", lambda: 40)
 
-    def test_sets_left_out_are_none(self):
+    def test_sets_left_out_are_empty(self):
+        """As runc: engines write "capabilities": {} for --cap-drop ALL."""
         sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL"],
                                                  "effective": []}))
         assert sets.last == 40
         assert sets.bounding == 1 << 5
-        assert sets.effective == 0       # present but empty: drop all
-        assert sets.inheritable is None  # absent: leave alone
-        assert sets.permitted is None
-        assert sets.ambient is None
+        assert (sets.effective, sets.inheritable, sets.permitted, sets.ambient) == (0, 0, 0, 0)
 
     def test_all_sets(self):
         raw = {name: ["CAP_CHOWN", "CAP_SYS_ADMIN"] for name in
@@ -130,10 +128,10 @@ class TestApply:
         assert all(call[1] == caps.sc.PR_CAPBSET_DROP for call in fake.calls)
         assert dropped == [n for n in range(41) if n not in (0, 5)]
 
-    def test_drop_bounding_none_does_nothing(self):
+    def test_empty_capabilities_drop_the_whole_bounding_set(self):
         fake = _RecordingSys()
         caps.drop_bounding(fake, caps.CapabilitySets(Capabilities({})))
-        assert fake.calls == []
+        assert fake.calls == [("prctl", 24, number) for number in range(41)]
 
     def test_ambient_raised_only_within_permitted_and_inheritable(self):
         sets = caps.CapabilitySets(Capabilities({

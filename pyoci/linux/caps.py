@@ -40,19 +40,17 @@ def mask(names, set_name, kernel_last):
 
 
 class CapabilitySets:
-    """Bit masks per set; None where the config leaves the set alone."""
+    """Bit masks per set. A set the capabilities object leaves out is empty,
+    as runc has it: engines write `"capabilities": {}` for --cap-drop ALL."""
     __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient", "last")
 
     def __init__(self, capabilities):
         self.last = last_cap()
         for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
-            names = getattr(capabilities, set_name)
-            setattr(self, set_name, None if names is None else mask(names, set_name, self.last))
+            setattr(self, set_name, mask(getattr(capabilities, set_name) or (), set_name, self.last))
 
 
 def drop_bounding(sys, sets):
-    if sets.bounding is None:
-        return
     for number in range(sets.last + 1):
         if not sets.bounding & (1 << number):
             sys.prctl(sc.PR_CAPBSET_DROP, number)
@@ -64,9 +62,9 @@ def apply(sys, sets):
     The kernel keeps ambient within permitted and inheritable; like runc,
     ambient names outside both are left out rather than failing the container.
     """
-    sys.capset(sets.effective or 0, sets.permitted or 0, sets.inheritable or 0)
+    sys.capset(sets.effective, sets.permitted, sets.inheritable)
     sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
-    raisable = (sets.ambient or 0) & (sets.permitted or 0) & (sets.inheritable or 0)
+    raisable = sets.ambient & sets.permitted & sets.inheritable
     for number in range(sets.last + 1):
         if raisable & (1 << number):
             sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, number)

@@ -20,11 +20,11 @@ DEFAULT_ALLOWED_DEVICES = (
 # cpu period before quota, realtime period before runtime, memory limit before
 # memsw (which _memory_order in v1.py reverses when the limit grows past it).
 V1_FIELDS = (
-    ("memory", "limit", "memory", "memory.limit_in_bytes", False),
-    ("memory", "swap", "memory", "memory.memsw.limit_in_bytes", False),
-    ("memory", "reservation", "memory", "memory.soft_limit_in_bytes", False),
-    ("memory", "kernel", "memory", "memory.kmem.limit_in_bytes", False),
-    ("memory", "kernelTCP", "memory", "memory.kmem.tcp.limit_in_bytes", False),
+    ("memory", "limit", "memory", "memory.limit_in_bytes", True),
+    ("memory", "swap", "memory", "memory.memsw.limit_in_bytes", True),
+    ("memory", "reservation", "memory", "memory.soft_limit_in_bytes", True),
+    ("memory", "kernel", "memory", "memory.kmem.limit_in_bytes", True),
+    ("memory", "kernelTCP", "memory", "memory.kmem.tcp.limit_in_bytes", True),
     ("memory", "swappiness", "memory", "memory.swappiness", False),
     ("memory", "disableOOMKiller", "memory", "memory.oom_control", True),
     ("memory", "useHierarchy", "memory", "memory.use_hierarchy", False),
@@ -149,7 +149,8 @@ def v2_writes(resources, available_files=None):
         raise ConfigError(f"config.json: linux.resources.{field}: not supported on cgroup v2")
 
     memory = resources.get("memory") or {}
-    limit, swap = memory.get("limit"), memory.get("swap")
+    # As runc: 0 for a memory value means "not set" (Docker sends zeros).
+    limit, swap = memory.get("limit") or None, memory.get("swap") or None
     if limit is not None:
         writes.append(("memory.max", "max" if limit == -1 else str(limit)))
     if swap is not None:
@@ -163,7 +164,7 @@ def v2_writes(resources, available_files=None):
                               "memory limit (it counts memory plus swap)")
         else:
             writes.append(("memory.swap.max", str(swap - limit)))
-    if memory.get("reservation") is not None:
+    if memory.get("reservation"):
         writes.append(("memory.low", str(memory["reservation"])))
     if memory.get("swappiness") is not None:
         unsupported("memory.swappiness")
