@@ -124,7 +124,7 @@ def containerd_daemon(engine_tmp):
 
 @pytest.fixture(scope="session")
 def ctr_image(containerd_daemon, image_archive, engine_tmp):
-    helpers.run(["ctr", "--address", containerd_daemon.socket, "--namespace",
+    helpers.run([helpers.tool("ctr"), "--address", containerd_daemon.socket, "--namespace",
                  helpers.Ctr.NAMESPACE, "images", "import", image_archive])
     return helpers.IMAGE
 

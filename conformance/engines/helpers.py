@@ -37,6 +37,16 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/pyoci-busybox:latest"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# Shell words naming, inside a container, its own cgroup's limits (cgroup v2 file, else v1).
+MEMORY_LIMIT_FILE = ("$(ls /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes"
+                     " 2>/dev/null)")
+PIDS_LIMIT_FILE = "$(ls /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null)"
+
+# Prints the terminal's size once the engine has set it: docker and ctr resize
+# the container's tty only after it started, so the first `stty size` may see 0x0.
+STTY_SIZE_WHEN_SET = ('for i in $(seq 50); do s=$(stty size 2>/dev/null) && [ -n "$s" ] '
+                      '&& [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "$s"')
+
 COMMAND_TIMEOUT = 120
 WAIT_TIMEOUT = 30
 LEAK_TIMEOUT = 20
@@ -51,7 +61,7 @@ DEFAULT_STATE_ROOTS = {"runc": "/run/runc", "pyoci": "/run/pyoci", "crun": "/run
 # ---------------------------------------------------------------- selection
 
 def runtimes_under_test():
-    """Paths of the runtimes to test: $OCI_ENGINE_RUNTIMES (comma-separated), else runc and pyoci."""
+    """The runtimes to test: $OCI_ENGINE_RUNTIMES (comma-separated paths), else runc and pyoci."""
     listed = os.environ.get("OCI_ENGINE_RUNTIMES", "").strip()
     if listed:
         return [os.path.abspath(path.strip()) for path in listed.split(",") if path.strip()]
@@ -85,6 +95,11 @@ def find_binary(name):
     # /usr/bin first: a newer docker client in /usr/local/bin would talk to
     # Debian's older dockerd through API negotiation we do not want to test.
     return shutil.which(name, path="/usr/bin:/usr/sbin") or shutil.which(name)
+
+
+def tool(name):
+    """An engine binary by absolute path (as found by require_engine), else its bare name."""
+    return find_binary(name) or name
 
 
 # ---------------------------------------------------------------- commands
@@ -160,6 +175,29 @@ def size(path):
 
 log_start = size(logfile) if logfile else 0
 capture = sub not in ("create", "run", "exec")
+resources = None
+if sub == "update":
+    # Record the LinuxResources the engine asks for (a file, or stdin passed on through a pipe).
+    rest = argv[i + 1:]
+    for j, arg in enumerate(rest):
+        source = (rest[j + 1] if arg in ("--resources", "-r") and j + 1 < len(rest)
+                  else arg[len("--resources="):] if arg.startswith("--resources=") else None)
+        if source == "-":
+            resources = sys.stdin.buffer.read()
+            reader, writer = os.pipe()
+            if os.fork() == 0:
+                os.close(reader)
+                os.write(writer, resources)
+                os._exit(0)
+            os.close(writer)
+            os.dup2(reader, 0)
+            os.close(reader)
+        elif source:
+            try:
+                with open(source, "rb") as resources_file:
+                    resources = resources_file.read()
+            except OSError:
+                pass
 errfd = os.open(os.path.dirname(LOG), os.O_TMPFILE | os.O_RDWR, 0o600) if capture else None
 started = time.time()
 pid = os.fork()
@@ -195,6 +233,8 @@ rc = os.waitstatus_to_exitcode(status)
 if rc < 0:
     rc = 128 - rc
 record = {{"time": started, "seconds": round(time.time() - started, 3), "argv": argv, "rc": rc}}
+if resources is not None:
+    record["resources"] = resources.decode(errors="replace")[:4000]
 if errfd is not None:
     os.lseek(errfd, 0, os.SEEK_SET)
     chunks = []
@@ -295,6 +335,8 @@ class RuntimeShim:
                 lines.append(f"    stderr: {line}")
             for line in call.get("log") or ():
                 lines.append(f"    log: {line}")
+            if "resources" in call:
+                lines.append(f"    resources: {call['resources']}")
         return "\n".join(lines)
 
 
@@ -497,7 +539,8 @@ class PodmanStore:
         return ["--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay"]
 
     def podman(self, *args, conf=None, **options):
-        return run(["podman", *self.global_args(), *args], env=self.env(conf or self.base_conf),
+        return run([tool("podman"), *self.global_args(), *args],
+                   env=self.env(conf or self.base_conf),
                    **options)
 
     def import_image(self, workdir):
@@ -528,7 +571,7 @@ class Podman:
 
     @property
     def argv(self):
-        return ["podman", *map(str, self.store.global_args())]
+        return [tool("podman"), *map(str, self.store.global_args())]
 
     @property
     def env(self):
@@ -553,7 +596,8 @@ class Buildah:
         self.conf = store.write_conf(shim.name, shim)
 
     def __call__(self, *args, **options):
-        return run(["buildah", *self.store.global_args(), *args], env=self.store.env(self.conf),
+        return run([tool("buildah"), *self.store.global_args(), *args],
+                   env=self.store.env(self.conf),
                    **options)
 
     def cleanup(self):
@@ -585,11 +629,11 @@ class ContainerdDaemon:
             '  address = ""\n'
             '[plugins."io.containerd.internal.v1.opt"]\n'
             f'  path = "{self.directory}/opt"\n')
-        self.daemon = Daemon("containerd", ["containerd", "--config", self.config],
+        self.daemon = Daemon("containerd", [tool("containerd"), "--config", self.config],
                              self.directory / "containerd.log", self._ready)
 
     def _ready(self):
-        return self.socket.exists() and run(["ctr", "--address", self.socket, "version"],
+        return self.socket.exists() and run([tool("ctr"), "--address", self.socket, "version"],
                                             check=False, timeout=10).returncode == 0
 
     def shim_pids(self):
@@ -615,7 +659,7 @@ class Ctr:
         self.runc_root = Path(runc_root)
 
     def __call__(self, *args, **options):
-        return run(["ctr", "--address", self.containerd.socket, "--namespace", self.NAMESPACE,
+        return run([tool("ctr"), "--address", self.containerd.socket, "--namespace", self.NAMESPACE,
                     *args], **options)
 
     def runtime_args(self):
@@ -658,6 +702,7 @@ class Ctr:
 
 # ---------------------------------------------------------------- docker
 
+DOCKER_TRUST_KEY = "/etc/docker/key.json"
 DOCKER_RESERVED_RUNTIMES = {"runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux"}
 
 
@@ -679,7 +724,9 @@ class DockerDaemon:
         self.client_config = self.directory / "client"
         self.client_config.mkdir(exist_ok=True)
         self.client = find_binary("docker")
-        argv = ["dockerd",
+        # dockerd 20.10 writes a trust key there, whatever its other paths.
+        self.created_trust_key = not os.path.exists(DOCKER_TRUST_KEY)
+        argv = [tool("dockerd"),
                 "--data-root", self.directory / "data",
                 "--exec-root", self.directory / "exec",
                 "--pidfile", self.pidfile,
@@ -717,6 +764,11 @@ class DockerDaemon:
         stop_pid(pid, timeout=30)
         self.daemon.stop()
         unmount_under(self.directory)
+        if self.created_trust_key:
+            try:
+                os.unlink(DOCKER_TRUST_KEY)
+            except OSError:
+                pass
 
 
 class Docker:
@@ -729,6 +781,10 @@ class Docker:
 
     def __call__(self, *args, **options):
         return self.daemon.docker(*args, **options)
+
+    @property
+    def argv(self):
+        return [self.daemon.client, "-H", f"unix://{self.daemon.socket}"]
 
     def run(self, *args, **options):
         return self("run", "--runtime", self.runtime, *args, **options)

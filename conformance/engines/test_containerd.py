@@ -35,6 +35,17 @@ def test_run_foreground(ctr):
     assert container_id not in ctr("container", "ls", "-q").stdout.split()
 
 
+def test_run_foreground_with_tty(ctr):
+    container_id = new_id()
+    status, output = helpers.run_in_pty(
+        [helpers.tool("ctr"), "--address", ctr.containerd.socket, "--namespace", ctr.NAMESPACE,
+         "run", "--rm", "--tty", *map(str, ctr.runtime_args()), IMAGE, container_id, "sh", "-c",
+         f"tty; {helpers.STTY_SIZE_WHEN_SET}; exit 6"], rows=27, cols=93)
+    assert status == 6, output
+    assert "/dev/pts/0" in output
+    assert "27 93" in output
+
+
 def test_run_detached_then_kill_and_delete(ctr):
     container_id = ctr.run_detached(new_id(), *FOREVER)
     pid, status = ctr.tasks()[container_id]

@@ -1,4 +1,7 @@
-"""Docker (dockerd on our containerd) running containers with ``--runtime`` the runtime under test."""
+"""Docker (dockerd on our containerd) running containers with ``--runtime`` the runtime under test.
+
+The runtime is registered with ``dockerd --add-runtime NAME=PATH`` and chosen per container.
+"""
 import time
 
 import pytest
@@ -63,3 +66,44 @@ def test_pause_unpause(docker):
     docker("unpause", cid)
     assert docker.inspect(cid, "{{.State.Status}}") == "running"
     assert docker("exec", cid, "true").returncode == 0
+
+
+def test_run_with_tty(docker):
+    status, output = helpers.run_in_pty(
+        [*docker.argv, "run", "--rm", "-it", "--runtime", docker.runtime, IMAGE,
+         "sh", "-c", f"tty; {helpers.STTY_SIZE_WHEN_SET}; exit 5"],
+        env=docker.daemon.env(), rows=19, cols=83)
+    assert status == 5, output
+    assert "/dev/pts/0" in output
+    assert "19 83" in output
+
+
+def test_exec_with_tty(docker):
+    cid = docker.run_detached(IMAGE, *FOREVER)
+    status, output = helpers.run_in_pty(
+        [*docker.argv, "exec", "-it", cid, "sh", "-c",
+         f"tty; {helpers.STTY_SIZE_WHEN_SET}; exit 4"],
+        env=docker.daemon.env(), rows=23, cols=71)
+    assert status == 4, output
+    assert "/dev/pts/" in output
+    assert "23 71" in output
+
+
+def test_limits_visible_inside(docker):
+    done = docker.run("--rm", "--memory", "64m", "--pids-limit", "42", IMAGE, "sh", "-c",
+                      f"cat {helpers.MEMORY_LIMIT_FILE} {helpers.PIDS_LIMIT_FILE}")
+    assert done.stdout.split() == [str(64 * 1024 * 1024), "42"]
+
+
+def test_update(docker):
+    cid = docker.run_detached("--pids-limit", "42", IMAGE, *FOREVER)
+    docker("update", "--pids-limit", "77", cid)
+    assert docker("exec", cid, "sh", "-c", f"cat {helpers.PIDS_LIMIT_FILE}").stdout == "77\n"
+
+
+def test_cap_drop_all(docker):
+    done = docker.run("--rm", "--cap-drop", "ALL", IMAGE, "sh", "-c",
+                      "grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status")
+    sets = dict(line.split() for line in done.stdout.splitlines())
+    assert {key: int(value, 16) for key, value in sets.items()} == {
+        "CapPrm:": 0, "CapEff:": 0, "CapBnd:": 0}
