@@ -1,7 +1,7 @@
 /* The C surface pyoci calls through cffi: thin wrappers over syscalls that
  * CPython 3.11's os module lacks. Each returns the syscall's result (-1 and
- * errno on failure); Python checks it at the call. Declared once, in
- * pyoci/_build.py's cdef, which mirrors this file. */
+ * errno on failure); Python checks it at the call. pyoci/_build.py hands
+ * this file's declarations to cffi's cdef, so they are written once. */
 #ifndef PYOCI_SHIM_H
 #define PYOCI_SHIM_H
 #include <stdint.h>

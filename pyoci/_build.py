@@ -1,33 +1,25 @@
 """cffi build script for pyoci._native (out-of-line API mode).
 
-The cdef below is the whole C surface Python may call; it mirrors
-csrc/shim.h. Used by setup.py through ``cffi_modules``.
+The cdef is csrc/shim.h itself: the whole C surface Python may call.
+Used by setup.py through ``cffi_modules``.
 """
+import re
 from pathlib import Path
 
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 
+
+def _declarations(header):
+    """shim.h without its preprocessor lines and comments: one list of the C
+    surface, read by the compiler and by cffi alike."""
+    text = re.sub(r"/\*.*?\*/", "", header.read_text(), flags=re.S)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
 ffibuilder = FFI()
-ffibuilder.cdef("""
-    int pyoci_unshare(int flags);
-    int pyoci_setns(int fd, int nstype);
-    int pyoci_mount(const char *source, const char *target, const char *fstype,
-                    unsigned long flags, const char *data);
-    int pyoci_umount2(const char *target, int flags);
-    int pyoci_pivot_root(const char *new_root, const char *put_old);
-    int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
-                     uint32_t inheritable[2]);
-    int pyoci_prctl(int option, unsigned long arg2, unsigned long arg3,
-                    unsigned long arg4, unsigned long arg5);
-    int pyoci_setdomainname(const char *name, size_t len);
-    long pyoci_join_session_keyring(const char *name);
-    int pyoci_personality(unsigned long persona);
-    int pyoci_reset_signals(void);
-    long pyoci_bpf(int command, void *attr, unsigned int size);
-    int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length);
-""")
+ffibuilder.cdef(_declarations(CSRC / "shim.h"))
 ffibuilder.set_source(
     "pyoci._native",
     '#include "shim.h"',
