@@ -242,6 +242,8 @@ class LeakCheck:
         self.runtime = runtime
         self.directories = [str(directory) for directory in directories]
         _set_child_subreaper(True)
+        # Children we had before (an engine daemon a session fixture started) are not leaks.
+        self.children = set(_live_children())
         self.cgroups = _cgroup_dirs()
         self.mounts = _mount_table()
         self.state_files = _files_under(runtime.root)
@@ -252,7 +254,7 @@ class LeakCheck:
             "cgroups": self._ours(_cgroup_dirs() - self.cgroups),
             "mounts": self._ours(_mount_table() - self.mounts),
             "state files": sorted(_files_under(self.runtime.root) - self.state_files),
-            "processes": [_describe(pid) for pid in _live_children()],
+            "processes": [_describe(pid) for pid in self._new_children()],
         }
         return {kind: items for kind, items in found.items() if items}
 
@@ -261,8 +263,11 @@ class LeakCheck:
                                    *self.directories) if mark]
         return sorted(name for name in names if any(mark in name for mark in marks))
 
+    def _new_children(self):
+        return [pid for pid in _live_children() if pid not in self.children]
+
     def close(self):
-        for pid in _live_children():
+        for pid in self._new_children():
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         _set_child_subreaper(False)
