@@ -1,5 +1,6 @@
 """Resource limits, pause/resume, ps, update and events on real containers
-(root, this host's cgroup v1 hierarchies)."""
+(root). Every test runs on cgroup v1/hybrid (this host) and on a pure cgroup
+v2 host (tests/vm/run_in_v2_vm.sh boots one), reading v1 or v2 files."""
 import json
 import subprocess
 import time
@@ -13,8 +14,8 @@ from conformance.harness import wait_until
 pytestmark = pytest.mark.root
 
 V1 = Path("/sys/fs/cgroup")
-needs_v1 = pytest.mark.skipif(not (V1 / "memory" / "cgroup.procs").exists(),
-                              reason="cgroup v1 memory hierarchy not mounted")
+UNIFIED = (V1 / "cgroup.controllers").exists()
+needs_v1 = pytest.mark.skipif(UNIFIED, reason="a cgroup v1 file")
 
 
 def start(pyoci, tmp_path, args, resources=None, name="b"):
@@ -27,20 +28,30 @@ def start(pyoci, tmp_path, args, resources=None, name="b"):
     return container_id
 
 
-def read(container_id, controller, name):
-    return (V1 / controller / container_id / name).read_text().strip()
+def read(pyoci, container_id, controller, v1_name, v2_name=None):
+    """A cgroup file of the container: V1_NAME in CONTROLLER's hierarchy, or
+    V2_NAME (default: the same) in its unified directory."""
+    paths = json.loads((pyoci.root / container_id / "state.json").read_text())["cgroup_paths"]
+    directory, name = (paths[""], v2_name or v1_name) if UNIFIED else (paths[controller], v1_name)
+    return (Path(directory) / name).read_text().strip()
 
 
-@needs_v1
 def test_each_resource_is_written_to_its_cgroup_file(pyoci, tmp_path):
     resources = {
-        "memory": {"limit": 64 << 20, "swap": 96 << 20, "reservation": 32 << 20,
-                   "swappiness": 7, "disableOOMKiller": False},
+        "memory": {"limit": 64 << 20, "swap": 96 << 20, "reservation": 32 << 20},
         "cpu": {"shares": 512, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0"},
         "pids": {"limit": 42},
     }
+    if not UNIFIED:
+        resources["memory"]["swappiness"] = 7
     container_id = start(pyoci, tmp_path, ["sleep", "100"], resources)
-    assert [read(container_id, *where) for where in (
+    if UNIFIED:
+        files = ("memory.max", "memory.swap.max", "memory.low", "cpu.weight", "cpu.max",
+                 "cpuset.cpus", "cpuset.mems", "pids.max")
+        assert [read(pyoci, container_id, "", name) for name in files] == [
+            str(64 << 20), str(32 << 20), str(32 << 20), "20", "20000 100000", "0", "0", "42"]
+        return
+    assert [read(pyoci, container_id, *where) for where in (
         ("memory", "memory.limit_in_bytes"), ("memory", "memory.memsw.limit_in_bytes"),
         ("memory", "memory.soft_limit_in_bytes"), ("memory", "memory.swappiness"),
         ("cpu", "cpu.shares"), ("cpu", "cpu.cfs_quota_us"), ("cpu", "cpu.cfs_period_us"),
@@ -48,7 +59,6 @@ def test_each_resource_is_written_to_its_cgroup_file(pyoci, tmp_path):
         str(64 << 20), str(96 << 20), str(32 << 20), "7", "512", "20000", "100000", "0", "0", "42"]
 
 
-@needs_v1
 def test_device_rules_deny_what_they_do_not_allow(pyoci, tmp_path, probe):
     def rules(config):
         config["linux"]["resources"] = {"devices": [
@@ -60,16 +70,14 @@ def test_device_rules_deny_what_they_do_not_allow(pyoci, tmp_path, probe):
     assert "null-ok" in output and "kmsg-denied" in output
 
 
-@needs_v1
 def test_pids_limit_stops_a_fork_bomb(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sh", "-c", "for i in $(seq 60); do sleep 30 & done; wait"],
                          {"pids": {"limit": 20}})
-    wait_until(lambda: "max 0" not in read(container_id, "pids", "pids.events"),
+    wait_until(lambda: "max 0" not in read(pyoci, container_id, "pids", "pids.events"),
                "a fork refused at the limit")
-    assert int(read(container_id, "pids", "pids.current")) <= 20
+    assert int(read(pyoci, container_id, "pids", "pids.current")) <= 20
 
 
-@needs_v1
 def test_memory_limit_oom_kills_and_events_report_it(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"],
                          {"memory": {"limit": 16 << 20, "swap": 16 << 20}})
@@ -93,14 +101,14 @@ def test_memory_limit_oom_kills_and_events_report_it(pyoci, tmp_path):
     assert stats and stats[0]["data"]["memory"]["usage"]["limit"] == 16 << 20
 
 
-@needs_v1
 def test_pause_freezes_and_resume_thaws(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >/tmp/count; done"])
     count = tmp_path / "b" / "rootfs" / "tmp" / "count"
     wait_until(count.exists, "the counter to start")
     pyoci.run("pause", container_id)
     assert pyoci.state(container_id)["status"] == "paused"
-    assert read(container_id, "freezer", "freezer.state") == "FROZEN"
+    assert read(pyoci, container_id, "freezer", "freezer.state", "cgroup.freeze") == \
+        ("1" if UNIFIED else "FROZEN")
     frozen_at = count.read_text()
     time.sleep(0.2)
     assert count.read_text() == frozen_at
@@ -123,18 +131,18 @@ def test_ps_lists_the_containers_processes(pyoci, tmp_path):
     assert pyoci.run("ps", "--format", "json", container_id).stdout.count(" ") == 0
 
 
-@needs_v1
 def test_update_with_flags_and_resources_json(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
     pyoci.run("update", "--memory", "128m", "--memory-swap", "256m", "--pids-limit", "30",
               "--cpu-shares", "300", container_id)
-    assert read(container_id, "memory", "memory.limit_in_bytes") == str(128 << 20)
-    assert read(container_id, "memory", "memory.memsw.limit_in_bytes") == str(256 << 20)
-    assert read(container_id, "pids", "pids.max") == "30"
-    assert read(container_id, "cpu", "cpu.shares") == "300"
+    assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(128 << 20)
+    assert read(pyoci, container_id, "memory", "memory.memsw.limit_in_bytes", "memory.swap.max") == \
+        str((128 if UNIFIED else 256) << 20)
+    assert read(pyoci, container_id, "pids", "pids.max") == "30"
+    assert read(pyoci, container_id, "cpu", "cpu.shares", "cpu.weight") == ("12" if UNIFIED else "300")
     pyoci.run("update", "--resources", "-", container_id,
               input=json.dumps({"memory": {"limit": 32 << 20, "swap": 32 << 20}}))
-    assert read(container_id, "memory", "memory.limit_in_bytes") == str(32 << 20)
+    assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(32 << 20)
     bad = pyoci.run("update", "--resources", "-", container_id, input='{"pids": {"limit": "x"}}',
                     check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("resources.pids.limit: ")
@@ -154,7 +162,9 @@ def test_missing_controller_is_a_clear_error(pyoci, probe, leak_check):
     bundle = probe.bundle("true", mutate=lambda c: c["linux"].update(
         resources={"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]}))
     result = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)
-    if not (V1 / "hugetlb").exists():
+    available = ((V1 / "cgroup.controllers").read_text().split() if UNIFIED
+                 else [p.name for p in V1.iterdir()])
+    if "hugetlb" not in available:
         assert result.returncode == 1
         assert "hugetlb cgroup controller is not available" in result.stderr
         assert leak_check.leftovers() == {}
@@ -204,21 +214,19 @@ def test_a_limit_file_this_kernel_lacks_is_a_clear_error(pyoci, probe, leak_chec
     assert leak_check.leftovers() == {}
 
 
-@needs_v1
 def test_update_check_before_update_refuses_a_limit_below_usage(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
     result = pyoci.run("update", "--resources", "-", container_id, check=False,
                        input=json.dumps({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
     assert result.returncode == 1 and "below the current usage" in result.stderr
-    assert read(container_id, "memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
 
 
-@needs_v1
 def test_update_zero_memory_values_are_unset_like_docker_sends_them(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
     docker_update = {"memory": {"limit": 0, "reservation": 0, "kernel": 0},
                      "cpu": {"shares": 0, "quota": 0, "period": 0}, "pids": {"limit": 77},
                      "blockIO": {"weight": 0}}
     pyoci.run("update", "--resources", "-", container_id, input=json.dumps(docker_update))
-    assert read(container_id, "pids", "pids.max") == "77"
-    assert read(container_id, "memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert read(pyoci, container_id, "pids", "pids.max") == "77"
+    assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
