@@ -46,12 +46,13 @@ def create(root, container_id, options):
             "bundle": options.bundle, "rootfs": config.root_path,
             "created": state.rfc3339_now(), "annotations": config.annotations,
             "cgroup_paths": manager.paths, "owner": "", "has_process": config.process is not None,
-            "hooks": _later_hooks(config),
+            "hooks": _later_hooks(config), "shares_host_pids": _shares_host_pids(config),
         }
         container.save()
         # exec needs the config as created, whatever happens to the bundle later.
         state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
-        manager.create()
+        container.record["cgroup_owned"] = manager.create()
+        container.save()
         manager.apply(config.linux.resources)
         os.mkfifo(container.fifo)
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
@@ -180,7 +181,7 @@ def _undo_create(container, manager):
     if pid:
         process.kill_and_reap(pid)
     if manager is not None:
-        _kill_cgroup_and_remove(manager)
+        _kill_cgroup_and_remove(manager, container.record or {})
     container.remove_dir()
     if container.record:
         _run_poststop(container)
@@ -330,7 +331,7 @@ def _delete(container, force):
                 f"cannot delete container {container.id} that is not stopped: {status}")
     paths = container.record.get("cgroup_paths")
     if paths:
-        _kill_cgroup_and_remove(cgroups.from_paths(paths))
+        _kill_cgroup_and_remove(cgroups.from_paths(paths), container.record)
     if status != state.STOPPED:
         _kill_init_and_wait(container)
     container.remove_dir()
@@ -361,13 +362,29 @@ def _wait_pidfd(pidfd):
     select.select([pidfd], [], [])
 
 
-def _kill_cgroup_and_remove(manager):
-    """SIGKILL whatever is left in the cgroup, wait for it to exit, remove the cgroup."""
+def _shares_host_pids(config):
+    pid_ns = config.linux.namespace("pid")
+    return pid_ns is None or pid_ns.path is not None
+
+
+def _kill_cgroup_and_remove(manager, record):
+    """SIGKILL the container's processes left in its cgroup, wait for them, and
+    remove the cgroup directories create made.
+
+    With a pid namespace of its own, the container's processes are the
+    cgroup's processes outside ours: a process of the host that shares the
+    cgroup is not the container's to kill (nor, then, the cgroup to remove).
+    Sharing our pid namespace, everything in the cgroup goes, as with runc.
+    """
+    ours = os.readlink("/proc/self/ns/pid")
+    shares_host_pids = record.get("shares_host_pids", True)
     pidfds = []
     for pid in manager.pids():
         try:
+            if not shares_host_pids and os.readlink(f"/proc/{pid}/ns/pid") == ours:
+                continue
             pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
+        except (ProcessLookupError, FileNotFoundError):
             continue
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -377,8 +394,7 @@ def _kill_cgroup_and_remove(manager):
     for pidfd in pidfds:
         _wait_pidfd(pidfd)
         os.close(pidfd)
-    manager.destroy()
-
+    manager.destroy(record.get("cgroup_owned"))
 
 def run(root, container_id, options, detach=False, keep=False):
     """create + start; in the foreground, wait and return the exit status.

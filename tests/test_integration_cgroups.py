@@ -230,3 +230,31 @@ def test_update_zero_memory_values_are_unset_like_docker_sends_them(pyoci, tmp_p
     pyoci.run("update", "--resources", "-", container_id, input=json.dumps(docker_update))
     assert read(pyoci, container_id, "pids", "pids.max") == "77"
     assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
+
+
+def test_delete_leaves_what_the_container_did_not_create(pyoci, tmp_path):
+    """cgroupsPath naming a cgroup that already exists and holds a process of
+    the host: delete kills only the container's processes, and removes only
+    the cgroup directories create made."""
+    name = f"/pyoci-shared-{tmp_path.name}"
+    existing = (V1 if UNIFIED else V1 / "memory") / name.lstrip("/")
+    existing.mkdir()
+    host_process = subprocess.Popen(["sleep", "100"])
+    try:
+        (existing / "cgroup.procs").write_text(str(host_process.pid))
+        bundle = make_bundle(tmp_path / "b", ["sleep", "100"],
+                             mutate=lambda c: c["linux"].update(cgroupsPath=name))
+        container_id = pyoci.new_id()
+        pyoci.run("run", "--detach", "--bundle", bundle, container_id)
+        paths = json.loads((pyoci.root / container_id / "state.json").read_text())["cgroup_paths"]
+        pyoci.run("delete", "--force", container_id)
+        assert host_process.poll() is None, "a process the container did not start was killed"
+        assert existing.is_dir()
+        made = [Path(d) for d in paths.values() if Path(d) != existing]
+        assert not any(directory.exists() for directory in made)
+    finally:
+        host_process.kill()
+        host_process.wait()
+        wait_until(lambda: not (existing / "cgroup.procs").read_text().strip(),
+                   "the host process to leave")
+        existing.rmdir()

@@ -105,10 +105,15 @@ def test_container_is_placed_in_its_cgroups_and_delete_removes_them(pyoci, probe
 
 
 def test_default_cgroup_is_named_after_the_container(pyoci, probe):
+    """As runc: the container id, below our own cgroup (v1) or beside it (v2)."""
     container_id, _ = probe.container("created")
     pid = pyoci.state(container_id)["pid"]
-    memory = (CGROUP_ROOT / "memory" / container_id / "cgroup.procs").read_text().split()
-    assert str(pid) in memory
+    own = dict(line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines())
+    if "memory" in own:
+        memory = CGROUP_ROOT / "memory" / own["memory"].lstrip("/") / container_id
+    else:
+        memory = CGROUP_ROOT / os.path.dirname(own[""]).lstrip("/") / container_id
+    assert str(pid) in (memory / "cgroup.procs").read_text().split()
 
 
 def test_cgroup_mount_shows_the_containers_own_cgroup(probe):

@@ -187,7 +187,7 @@ class TestV1Hierarchies:
     def test_for_path_legacy_and_hybrid(self, fake_files, tmp_path):
         root, info = v1_tree(tmp_path)
         fake_files("/proc/self/mountinfo", info)
-        fake_files("/proc/1/cgroup", V1_PROC_CGROUP)
+        fake_files("/proc/self/cgroup", V1_PROC_CGROUP)
         manager = v1.Manager.for_path(str(root), None, "ctr", hybrid=False)
         assert manager.paths == {
             "name=systemd": f"{root}/systemd/init.scope/ctr",
@@ -202,7 +202,7 @@ class TestV1Hierarchies:
     def test_manager_for_detects_and_places(self, fake_files, tmp_path):
         root, info = v1_tree(tmp_path)
         fake_files("/proc/self/mountinfo", info)
-        fake_files("/proc/1/cgroup", V1_PROC_CGROUP)
+        fake_files("/proc/self/cgroup", V1_PROC_CGROUP)
         manager = cgroups.manager_for("rel", "ctr", root=str(root))
         assert isinstance(manager, v1.Manager)
         assert manager.paths[UNIFIED_KEY] == f"{root}/unified/init.scope/rel"
@@ -212,10 +212,11 @@ class TestV1Hierarchies:
         root.mkdir()
         fake_files("/proc/self/mountinfo",
                    "".join(line.replace("/sys/fs/cgroup", str(root)) for line in UNIFIED_LINES))
-        fake_files("/proc/1/cgroup", "0::/init.scope\n")
+        fake_files("/proc/self/cgroup", "0::/system.slice/x.service\n")
         manager = cgroups.manager_for(None, "ctr", root=str(root))
         assert isinstance(manager, v2.Manager)
-        assert manager.paths == {UNIFIED_KEY: f"{root}/init.scope/ctr"}
+        # As runc: beside our own cgroup, which holds processes, not below it.
+        assert manager.paths == {UNIFIED_KEY: f"{root}/system.slice/ctr"}
         assert cgroups.manager_for("/machine/ctr", "ctr", root=str(root)).directory == \
             f"{root}/machine/ctr"
 

@@ -5,9 +5,14 @@ returns a manager with ``create()``, ``add(pid)``, ``paths``, ``pids()``,
 ``frozen()`` and ``destroy()``. A manager is rebuilt from its recorded
 ``paths`` with ``from_paths`` by later commands (kill --all, delete).
 
-Where the cgroup goes (as runc's cgroupfs driver): an absolute cgroupsPath
+Where the cgroup goes (as runc's cgroupfs drivers): an absolute cgroupsPath
 is taken from each hierarchy's root; a relative one, or the container id
-when cgroupsPath is absent, from the cgroup PID 1 is in.
+when cgroupsPath is absent, from our own cgroup on v1, and on v2 from its
+parent (our own cgroup holds processes, so no controller could be enabled
+below it).
+
+``create()`` returns the directories it made: ``destroy(owned)`` removes only
+those, since a cgroup the container did not create is not its to delete.
 """
 import os
 
@@ -62,7 +67,7 @@ def manager_for(cgroups_path, container_id, root=CGROUP_ROOT):
     mode = detect_mode(root)
     if mode == UNIFIED:
         from pyoci.linux.cgroups.v2 import Manager
-        base = own_cgroups("1").get(UNIFIED_KEY, "/")
+        base = os.path.dirname(own_cgroups().get(UNIFIED_KEY, "/"))
         return Manager.for_path(root, container_cgroup(cgroups_path, container_id, base))
     from pyoci.linux.cgroups.v1 import Manager
     return Manager.for_path(root, cgroups_path, container_id, hybrid=(mode == HYBRID))
@@ -103,12 +108,27 @@ def wait_for(condition, what, timeout=10.0):
         delay = min(delay * 2, 0.05)
 
 
+def make_dir(directory):
+    """mkdir -p; True if the leaf is new."""
+    if os.path.isdir(directory):
+        return False
+    os.makedirs(directory, exist_ok=True)
+    return True
+
+
 def remove_dir(directory):
-    """rmdir a cgroup; already gone is fine."""
+    """rmdir a cgroup; already gone is fine, still in use (by processes that
+    are not the container's) is left with a warning."""
+    import errno
     try:
         os.rmdir(directory)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        from pyoci import log
+        log.warning(f"cgroup {directory} still has processes that are not the container's: left in place")
 
 
 def mount_cgroupfs(sys, target, flags, paths, own_namespace):

@@ -5,7 +5,7 @@ import errno
 
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, own_cgroups,
-                                 read_pids, remove_dir, wait_for, write_file)
+                                 make_dir, read_pids, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 
 CONTROLLERS = frozenset({
@@ -44,22 +44,26 @@ class Manager:
 
     @classmethod
     def for_path(cls, root, cgroups_path, container_id, hybrid):
-        own = own_cgroups("1")
+        own = own_cgroups()
         paths = {}
         for key, mount_point in hierarchies(root).items():
             if key == UNIFIED_KEY and not hybrid:
                 continue
-            # A mount of 'cpu,cpuacct' shows in /proc/1/cgroup under 'cpu' too.
+            # A mount of 'cpu,cpuacct' shows in /proc/self/cgroup under 'cpu' too.
             base = own.get(key, "/")
             paths[key] = mount_point + container_cgroup(cgroups_path, container_id, base)
         return cls(paths)
 
     def create(self):
+        """Make the directories; return those that did not exist."""
+        made = []
         for key, directory in self.paths.items():
-            if key == "cpuset":
+            if key == "cpuset" and not os.path.isdir(directory):
                 _make_cpuset(directory)
-            else:
-                os.makedirs(directory, exist_ok=True)
+                made.append(directory)
+            elif make_dir(directory):
+                made.append(directory)
+        return made
 
     def apply(self, resources):
         """Write linux.resources into the controllers' files."""
@@ -114,9 +118,10 @@ class Manager:
         except OSError:
             return False
 
-    def destroy(self):
+    def destroy(self, owned=None):
         for directory in self.paths.values():
-            remove_dir(directory)
+            if owned is None or directory in owned:
+                remove_dir(directory)
 
 
 def _make_cpuset(directory):

@@ -2,7 +2,8 @@
 import os
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import UNIFIED_KEY, read_pids, remove_dir, wait_for, write_file
+from pyoci.linux.cgroups import (UNIFIED_KEY, make_dir, read_pids, remove_dir, wait_for,
+                                 write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
@@ -17,7 +18,8 @@ class Manager:
         return cls(root + path, root)
 
     def create(self):
-        os.makedirs(self.directory, exist_ok=True)
+        """Make the directory; return it if it did not exist."""
+        return [self.directory] if make_dir(self.directory) else []
 
     def apply(self, resources):
         """Enable the controllers the limits need on the way down, then write them."""
@@ -85,8 +87,9 @@ class Manager:
         except OSError:
             return False
 
-    def destroy(self):
-        remove_dir(self.directory)
+    def destroy(self, owned=None):
+        if owned is None or self.directory in owned:
+            remove_dir(self.directory)
 
 
 def _read(path):
