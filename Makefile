@@ -7,7 +7,7 @@ APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit
 DEMO_DIR := build/demo
 
-.PHONY: demo test test-fast conformance-runc bench install apt-deps clean
+.PHONY: demo test test-fast test-v2 conformance-runc bench install apt-deps clean
 
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -36,6 +36,13 @@ demo: install
 test: install
 	OCI_RUNTIME=$(PYOCI) $(PY) -m pytest -p no:cacheprovider
 	$(MAKE) conformance-runc
+	$(MAKE) test-v2
+
+# The cgroup tests again on a pure cgroup v2 host: one boot of a 6.1 kernel
+# VM (virtme-ng, software emulation) that shares this checkout.
+V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_linux.py
+test-v2: install
+	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -k "cgroup or device or bad_input or seccomp"' 
 
 test-fast: install
 	$(PY) -m pytest -p no:cacheprovider -m 'not root and not vm and not engine'
