@@ -258,3 +258,12 @@ def test_delete_leaves_what_the_container_did_not_create(pyoci, tmp_path):
         wait_until(lambda: not (existing / "cgroup.procs").read_text().strip(),
                    "the host process to leave")
         existing.rmdir()
+
+
+@pytest.mark.skipif(not UNIFIED, reason="cgroup v2: controllers are enabled per subtree")
+def test_v2_container_gets_every_controller_without_limits(pyoci, tmp_path):
+    """As runc: stats (pids, memory) and OOM events need the controllers even
+    when the config sets no limit."""
+    container_id = start(pyoci, tmp_path, ["sleep", "100"])
+    controllers = read(pyoci, container_id, "", "cgroup.controllers").split()
+    assert {"pids", "memory", "cpu"} <= set(controllers)

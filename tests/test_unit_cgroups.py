@@ -301,10 +301,15 @@ class TestV2Manager:
         assert manager.paths == {UNIFIED_KEY: f"{tmp_path}/a/b"}
 
     def test_create_add_pids_destroy(self, tmp_path):
-        manager = v2.Manager(str(tmp_path / "x" / "ctr"))
-        manager.create()
-        manager.create()
+        (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+        manager = v2.Manager(str(tmp_path / "x" / "ctr"), root=str(tmp_path))
+        assert manager.create() == [manager.directory]
+        assert manager.create() == []
         assert os.path.isdir(manager.directory)
+        # Every controller enabled from the root down to the parent (one write each
+        # into a plain file here: the last one stays).
+        assert (tmp_path / "cgroup.subtree_control").read_text() == "+pids"
+        assert (tmp_path / "x" / "cgroup.subtree_control").read_text() == "+pids"
         assert manager.pids() == []
         manager.add(77)
         assert (tmp_path / "x" / "ctr" / "cgroup.procs").read_text() == "77"

@@ -18,8 +18,28 @@ class Manager:
         return cls(root + path, root)
 
     def create(self):
-        """Make the directory; return it if it did not exist."""
-        return [self.directory] if make_dir(self.directory) else []
+        """Make the directory, with every controller the host has enabled on
+        the way down (as runc: stats and OOM events need them even without
+        limits); return it if it did not exist."""
+        made = [self.directory] if make_dir(self.directory) else []
+        with open(os.path.join(self.root, "cgroup.controllers")) as f:
+            available = f.read().split()
+        for directory in self._ancestors():
+            for controller in available:
+                try:
+                    write_file(directory, "cgroup.subtree_control", f"+{controller}")
+                except OSError:
+                    pass  # best effort; a limit that needs it fails clearly in apply()
+        return made
+
+    def _ancestors(self):
+        """From the root down to the container's parent."""
+        chain = []
+        parent = self.directory
+        while os.path.dirname(parent) != parent and parent != self.root:
+            parent = os.path.dirname(parent)
+            chain.append(parent)
+        return list(reversed(chain))
 
     def apply(self, resources):
         """Enable the controllers the limits need on the way down, then write them."""
@@ -52,12 +72,7 @@ class Manager:
             raise ConfigError(f"config.json: linux.resources: the {missing[0]} cgroup "
                               "controller is not available on this host")
         request = " ".join(f"+{c}" for c in controllers)
-        parent = self.directory
-        chain = []
-        while os.path.dirname(parent) != parent and parent != root:
-            parent = os.path.dirname(parent)
-            chain.append(parent)
-        for directory in reversed(chain):
+        for directory in self._ancestors():
             try:
                 write_file(directory, "cgroup.subtree_control", request)
             except OSError as exc:
