@@ -203,7 +203,7 @@ def _start(container):
     try:
         _release_fifo(container)
     except ExecError:
-        _kill_init(container)
+        _signal_init(container, signal.SIGKILL)
         raise
     except HookError:
         # A failed startContainer or poststart hook: the spec goes on to
@@ -256,13 +256,6 @@ def _release_fifo(container):
     raise ExecError("container init exited before the program could be started")
 
 
-def _kill_init(container):
-    try:
-        os.kill(container.record["pid"], signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def parse_signal(text):
     """'KILL', 'SIGKILL', 'kill' or '9' to a signal number, as runc accepts."""
     if text.isascii() and text.isdigit():
@@ -291,22 +284,27 @@ def kill(root, container_id, signal_text="SIGTERM", all_processes=False):
             except ProcessLookupError:
                 pass
         return
-    _signal_init(container, signum)
+    if not _signal_init(container, signum):
+        raise ContainerError("container not running")
 
 
-def _signal_init(container, signum):
-    """Signal init through a pidfd, so a recycled pid is never hit."""
+def _signal_init(container, signum, wait=False):
+    """Signal init through a pidfd, so a recycled pid is never hit; with WAIT,
+    until it has exited. False if init is no longer the recorded process."""
     pid = container.record["pid"]
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        raise ContainerError("container not running") from None
+        return False
     try:
         if not procfs.is_alive(pid, container.record["pid_start_time"]):
-            raise ContainerError("container not running")
+            return False
         signal.pidfd_send_signal(pidfd, signum)
+        if wait:
+            _wait_pidfd(pidfd)
+        return True
     except ProcessLookupError:
-        raise ContainerError("container not running") from None
+        return False
     finally:
         os.close(pidfd)
 
@@ -333,7 +331,7 @@ def _delete(container, force):
     if paths:
         _kill_cgroup_and_remove(cgroups.from_paths(paths), container.record)
     if status != state.STOPPED:
-        _kill_init_and_wait(container)
+        _signal_init(container, signal.SIGKILL, wait=True)
     container.remove_dir()
     _run_poststop(container)
 
@@ -341,20 +339,6 @@ def _delete(container, force):
 def _run_poststop(container):
     hooks.run_all_warning(_hooks_from_record(container, "poststop"),
                           container.hook_state(state.STOPPED), "poststop")
-
-
-def _kill_init_and_wait(container):
-    pid = container.record["pid"]
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        if procfs.is_alive(pid, container.record["pid_start_time"]):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            _wait_pidfd(pidfd)
-    finally:
-        os.close(pidfd)
 
 
 def _wait_pidfd(pidfd):
