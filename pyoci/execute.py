@@ -44,7 +44,7 @@ def execute(root, container_id, options):
     if options.apparmor or options.process_label:
         raise ConfigError("AppArmor and SELinux labels are not supported")
     init_pid = container.record["pid"]
-    prepared = _prepare(config, proc, options)
+    prepared = lifecycle.process_settings(config, proc)
     fds = []
     try:
         join = {}
@@ -126,16 +126,6 @@ def _process(config, container_process, options):
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config.json: ", "process: ", 1)) from None
     return Process(raw)
-
-
-def _prepare(config, proc, options):
-    from pyoci.linux import caps, rlimits, seccomp
-    return {
-        "caps": caps.CapabilitySets(proc.capabilities) if proc.capabilities is not None else None,
-        "rlimits": rlimits.resolve(proc.rlimits),
-        "seccomp": (seccomp.compile_filter(config.linux.seccomp)
-                    if config.linux.seccomp is not None else None),
-    }
 
 
 def _cgroups(container, sub_path):

@@ -107,20 +107,27 @@ def create(root, container_id, options):
     return container
 
 
-def _prepare(config, options):
-    """Checks and conversions done before anything exists, so bad input leaves nothing."""
+def process_settings(config, proc):
+    """A process's capabilities, rlimits and the container's seccomp filter,
+    checked and compiled before anything exists (create and exec alike)."""
     from pyoci.linux import caps, rlimits
-    prepared = {"caps": None, "rlimits": [], "extra_env": [], "listen_fds": 0, "seccomp": None}
-    if config.linux.seccomp is not None:
-        from pyoci.linux import seccomp
-        prepared["seccomp"] = seccomp.compile_filter(config.linux.seccomp)
-    proc = config.process
+    settings = {"caps": None, "rlimits": [], "seccomp": None}
     if proc is not None:
         if proc.capabilities is not None:
-            prepared["caps"] = caps.CapabilitySets(proc.capabilities)
-        prepared["rlimits"] = rlimits.resolve(proc.rlimits)
-        if proc.terminal and not (options.console_socket or options.own_terminal):
-            raise ExecError("cannot allocate a tty for a detached container without a console socket")
+            settings["caps"] = caps.CapabilitySets(proc.capabilities)
+        settings["rlimits"] = rlimits.resolve(proc.rlimits)
+    if config.linux.seccomp is not None:
+        from pyoci.linux import seccomp  # only a config that has one pays for it
+        settings["seccomp"] = seccomp.compile_filter(config.linux.seccomp)
+    return settings
+
+
+def _prepare(config, options):
+    """Checks and conversions done before anything exists, so bad input leaves nothing."""
+    prepared = {**process_settings(config, config.process), "extra_env": [], "listen_fds": 0}
+    proc = config.process
+    if proc is not None and proc.terminal and not (options.console_socket or options.own_terminal):
+        raise ExecError("cannot allocate a tty for a detached container without a console socket")
     listen_fds = os.environ.get("LISTEN_FDS")
     if listen_fds and listen_fds.isdigit() and int(listen_fds) > 0:
         # Socket activation: pass the fds on and tell the program they are its own.
