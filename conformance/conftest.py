@@ -4,23 +4,16 @@ Test modules call ``skip_module_unless_runnable()`` first.  Every test gets a
 private state directory (``--root``), and every container it creates is
 force-deleted afterwards, so a failing test leaves nothing behind.
 """
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conformance.harness import LeakCheck, Probe, Runtime, runtime_path
+from conformance.harness import LeakCheck, Probe, private_runtime, runtime_path
 
 
 @pytest.fixture
 def runtime():
-    # A short path: runtimes may put unix sockets, limited to 108 bytes, in their state.
-    scratch = Path(tempfile.mkdtemp(prefix="oci-"))
-    runtime = Runtime(runtime_path(), scratch / "state")
-    yield runtime
-    runtime.force_delete_all()
-    shutil.rmtree(scratch)
+    with private_runtime(runtime_path()) as runtime:
+        yield runtime
 
 
 @pytest.fixture

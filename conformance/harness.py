@@ -2,6 +2,7 @@
 
 No dependency on pyoci: ``Runtime`` takes any runc-compatible command.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -70,6 +71,19 @@ def wait_until(condition, what, timeout=WAIT_TIMEOUT):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(POLL_INTERVAL)
     return result
+
+
+@contextlib.contextmanager
+def private_runtime(command):
+    """A Runtime with a --root of its own; every container it made is force-deleted after."""
+    # A short path: runtimes may put unix sockets, limited to 108 bytes, in their state.
+    scratch = Path(tempfile.mkdtemp(prefix="oci-"))
+    runtime = Runtime(command, scratch / "state")
+    try:
+        yield runtime
+    finally:
+        runtime.force_delete_all()
+        shutil.rmtree(scratch)
 
 
 class Runtime:

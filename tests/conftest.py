@@ -4,9 +4,7 @@ Integration tests drive the installed `pyoci` command (the one beside this
 interpreter) with conformance/harness.py's Runtime, Probe and LeakCheck.
 """
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,12 +35,9 @@ def reset_log():
 
 @pytest.fixture
 def pyoci():
-    from conformance.harness import Runtime
-    scratch = Path(tempfile.mkdtemp(prefix="pyoci-"))
-    runtime = Runtime(PYOCI, scratch / "state")
-    yield runtime
-    runtime.force_delete_all()
-    shutil.rmtree(scratch)
+    from conformance.harness import private_runtime
+    with private_runtime(PYOCI) as runtime:
+        yield runtime
 
 
 @pytest.fixture
