@@ -38,7 +38,7 @@ def _build_parser():
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--systemd-cgroup", action="store_true",
-                        help="use systemd for cgroups (refused by create: cgroupfs only so far)")
+                        help="let systemd make the cgroups: a transient scope per container")
     parser.add_argument("--rootless", default="auto", help="accepted for compatibility")
     parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -117,15 +117,10 @@ def _build_parser():
 
 def _create_options(args):
     from pyoci.lifecycle import CreateOptions
-    if args.systemd_cgroup:
-        import os
-        if not os.path.isdir("/run/systemd/system"):
-            raise PyociError("--systemd-cgroup: systemd is not running on this host")
-        raise PyociError("--systemd-cgroup: the systemd cgroup driver is not supported yet; "
-                         "drop the flag to use cgroupfs")
     return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
                          console_socket=args.console_socket, no_pivot=args.no_pivot,
-                         no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds)
+                         no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds,
+                         systemd_cgroup=args.systemd_cgroup)
 
 
 def _print_json(value, indent=2):

@@ -12,7 +12,7 @@ def _manager(container):
     paths = container.record.get("cgroup_paths")
     if not paths:
         raise ContainerError(f"container {container.id} has no cgroups")
-    return cgroups.from_paths(paths)
+    return cgroups.from_record(container.record)
 
 
 def pause(root, container_id):

@@ -18,7 +18,7 @@ def features():
         "linux": {
             "namespaces": sorted(namespaces.FLAGS),
             "capabilities": list(caps.NAMES),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False,
                        "rdma": False},
             "seccomp": {"enabled": True, "actions": list(seccomp.ACTIONS),
                         "operators": list(seccomp.OPERATORS),

@@ -16,16 +16,17 @@ from pyoci.state import Container
 
 class CreateOptions:
     __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
-                 "preserve_fds", "own_terminal")
+                 "preserve_fds", "own_terminal", "systemd_cgroup")
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
-                 no_new_keyring=False, preserve_fds=0, own_terminal=False):
+                 no_new_keyring=False, preserve_fds=0, own_terminal=False, systemd_cgroup=False):
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
+        self.systemd_cgroup = systemd_cgroup
         # Foreground `run`: with no console socket, take the pty master ourselves.
         self.own_terminal = own_terminal
 
@@ -40,12 +41,15 @@ def create(root, container_id, options):
     manager = None
     fds = []
     try:
-        manager = cgroups.manager_for(config.linux.cgroups_path, container_id)
+        manager = cgroups.manager_for(config.linux.cgroups_path, container_id,
+                                       systemd=options.systemd_cgroup,
+                                       annotations=config.annotations)
         container.record = {
             "id": container_id, "pid": 0, "pid_start_time": None, "creating": True,
             "bundle": options.bundle, "rootfs": config.root_path,
             "created": state.rfc3339_now(), "annotations": config.annotations,
-            "cgroup_paths": manager.paths, "owner": "", "has_process": config.process is not None,
+            "cgroup_paths": manager.paths, "systemd_unit": getattr(manager, "unit", None),
+            "owner": "", "has_process": config.process is not None,
             "hooks": _later_hooks(config), "shares_host_pids": _shares_host_pids(config),
         }
         container.save()
@@ -284,7 +288,7 @@ def kill(root, container_id, signal_text="SIGTERM", all_processes=False):
     if not state.can_kill(container.status()):
         raise ContainerError("container not running")
     if all_processes:
-        manager = cgroups.from_paths(container.record["cgroup_paths"])
+        manager = cgroups.from_record(container.record)
         for pid in manager.pids():
             try:
                 os.kill(pid, signum)
@@ -336,7 +340,7 @@ def _delete(container, force):
                 f"cannot delete container {container.id} that is not stopped: {status}")
     paths = container.record.get("cgroup_paths")
     if paths:
-        _kill_cgroup_and_remove(cgroups.from_paths(paths), container.record)
+        _kill_cgroup_and_remove(cgroups.from_record(container.record), container.record)
     if status != state.STOPPED:
         _signal_init(container, signal.SIGKILL, wait=True)
     container.remove_dir()

@@ -2,8 +2,8 @@
 
 ``manager_for(cgroups_path, container_id)`` detects the host's mode and
 returns a manager with ``create()``, ``add(pid)``, ``paths``, ``pids()``,
-``frozen()`` and ``destroy()``. A manager is rebuilt from its recorded
-``paths`` with ``from_paths`` by later commands (kill --all, delete).
+``frozen()`` and ``destroy()``. A manager is rebuilt from what create
+recorded with ``from_record`` by later commands (kill --all, delete).
 
 Where the cgroup goes (as runc's cgroupfs drivers): an absolute cgroupsPath
 is taken from each hierarchy's root; a relative one, or the container id
@@ -63,7 +63,19 @@ def container_cgroup(cgroups_path, container_id, base):
     return os.path.normpath(os.path.join(base, path))
 
 
-def manager_for(cgroups_path, container_id, root=CGROUP_ROOT):
+def manager_for(cgroups_path, container_id, root=CGROUP_ROOT, systemd=False, annotations=None):
+    """The manager create uses; with SYSTEMD, systemd's driver in front of
+    the cgroupfs manager of the unit's directory."""
+    if not systemd:
+        return _cgroupfs_manager(cgroups_path, container_id, root)
+    from pyoci.linux.cgroups import systemd as driver
+    slice_name, unit = driver.parse_cgroups_path(cgroups_path, container_id)
+    fs = _cgroupfs_manager(driver.unit_cgroup(slice_name, unit), container_id, root)
+    return driver.Manager(unit, slice_name, fs, container_id,
+                          driver.unit_property_annotations(annotations or {}))
+
+
+def _cgroupfs_manager(cgroups_path, container_id, root):
     mode = detect_mode(root)
     if mode == UNIFIED:
         from pyoci.linux.cgroups.v2 import Manager
@@ -74,11 +86,22 @@ def manager_for(cgroups_path, container_id, root=CGROUP_ROOT):
 
 
 def from_paths(paths):
-    """A manager for cgroups recorded earlier as {key: directory}."""
+    """The cgroupfs manager of directories {key: directory}."""
     from pyoci.linux.cgroups import v1, v2
     if list(paths) == [UNIFIED_KEY]:
         return v2.Manager(paths[UNIFIED_KEY])
     return v1.Manager(paths)
+
+
+def from_record(record):
+    """The manager of a container's cgroups, from what create recorded:
+    'cgroup_paths' ({key: directory}) and, with systemd, 'systemd_unit'."""
+    fs = from_paths(record["cgroup_paths"])
+    unit = record.get("systemd_unit")
+    if unit is None:
+        return fs
+    from pyoci.linux.cgroups.systemd import Manager
+    return Manager(unit, None, fs, record["id"], started=True)
 
 
 def read_pids(procs_file):

@@ -1,0 +1,81 @@
+#!/bin/bash
+# systemd as PID 1 of namespaces of its own, for the --systemd-cgroup tests:
+# this machine and the cgroup v2 VM boot without systemd.
+#
+#   in_systemd_namespaces.sh boot CGROUP_DIR...   # becomes systemd (run it in the background)
+#   in_systemd_namespaces.sh enter PID COMMAND... # runs COMMAND beside that systemd
+#
+# boot: joins the cgroup directories given (one per hierarchy: they become the
+# root of systemd's cgroup namespace), then in new pid, mount, cgroup and uts
+# namespaces mounts a private /run and fresh cgroup filesystems (which show
+# only that subtree), and execs systemd with a target that has no
+# dependencies: it manages cgroups and starts nothing of the host's (no
+# tmpfiles cleaning /tmp, no services). SIGKILL to it ends everything inside.
+#
+# enter: COMMAND runs in systemd's namespaces from a leaf cgroup of its own
+# (pyoci-runner), as a command on a systemd host runs in some service's cgroup.
+set -euo pipefail
+
+mode=$1
+shift
+case $mode in
+boot)
+    for dir in "$@"; do
+        echo $$ > "$dir/cgroup.procs"
+    done
+    exec unshare --pid --fork --mount --cgroup --uts --propagation private \
+        "$0" inside
+    ;;
+inside)
+    # Fresh cgroup mounts like the host's, before /sys/fs/cgroup is covered.
+    cgroup_mounts=$(awk '{ for (i = 7; $i != "-"; i++); if ($5 ~ "^/sys/fs/cgroup" && $(i+1) ~ /^cgroup2?$/) print $5, $(i+1), $(i+3) }' /proc/self/mountinfo)
+    mount -t proc proc /proc
+    mount -t tmpfs -o mode=755 tmpfs /run
+    if echo "$cgroup_mounts" | grep -q '^/sys/fs/cgroup cgroup2 '; then
+        mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    else
+        mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+        echo "$cgroup_mounts" | while read -r target fs_type options; do
+            mkdir -p "$target"
+            if [ "$fs_type" = cgroup2 ]; then
+                mount -t cgroup2 cgroup2 "$target"
+            else
+                controllers=$(echo "$options" | tr , '\n' | grep -v -x -e rw -e ro -e relatime -e noexec -e nosuid -e nodev | paste -sd,)
+                case $controllers in name=*) controllers=none,$controllers ;; esac
+                mount -t cgroup -o "$controllers" cgroup "$target"
+            fi
+        done
+    fi
+    mkdir -p /run/systemd/system
+    printf '[Unit]\nDescription=pyoci tests\nDefaultDependencies=no\n' \
+        > /run/systemd/system/pyoci-tests.target
+    export container=pyoci-tests
+    exec /lib/systemd/systemd --unit=pyoci-tests.target
+    ;;
+enter)
+    pid=$1
+    shift
+    exec nsenter -t "$pid" -a "$(realpath "$0")" runner "$@"
+    ;;
+runner)
+    if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+        hierarchies=/sys/fs/cgroup
+    else
+        hierarchies=$(ls -d /sys/fs/cgroup/*/)
+    fi
+    for dir in $hierarchies; do
+        mountpoint -q "$dir" || continue  # systemd's cpu,cpuacct and the like
+        mkdir -p "$dir/pyoci-runner"
+        if [ -e "$dir/cpuset.cpus" ] && [ ! -s "$dir/pyoci-runner/cpuset.cpus" ]; then
+            cat "$dir/cpuset.cpus" > "$dir/pyoci-runner/cpuset.cpus"
+            cat "$dir/cpuset.mems" > "$dir/pyoci-runner/cpuset.mems"
+        fi
+        echo $$ > "$dir/pyoci-runner/cgroup.procs"
+    done
+    exec "$@"
+    ;;
+*)
+    echo "usage: $0 boot CGROUP_DIR... | enter PID COMMAND..." >&2
+    exit 2
+    ;;
+esac
