@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYOCI := $(abspath $(VENV))/bin/pyoci
-APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc \
+APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit
 DEMO_DIR := build/demo
 
@@ -40,9 +40,10 @@ test: install
 
 # The cgroup tests again on a pure cgroup v2 host: one boot of a 6.1 kernel
 # VM (virtme-ng, software emulation) that shares this checkout.
-V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_linux.py
+V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_linux.py \
+	tests/test_integration_systemd.py
 test-v2: install
-	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -k "cgroup or device or bad_input or seccomp"' 
+	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -k "cgroup or device or bad_input or seccomp or systemd"' 
 
 test-fast: install
 	$(PY) -m pytest -p no:cacheprovider -m 'not root and not vm and not engine'

@@ -307,16 +307,6 @@ def test_unwritable_log_file_still_one_line(capsys, root, tmp_path):
     assert one_line(err)
 
 
-def test_systemd_cgroup_create_is_refused_with_a_reason(capsys, root, tmp_path):
-    """No systemd driver yet: say so (or that systemd is absent) rather than
-    silently using cgroupfs; nothing is created."""
-    status, _, err = run(capsys, "--root", root, "--systemd-cgroup", "create",
-                         "--bundle", str(tmp_path), "c1")
-    assert status == 1
-    assert one_line(err).startswith("--systemd-cgroup: ")
-    assert not os.path.exists(os.path.join(root, "c1"))
-
-
 def test_systemd_cgroup_is_accepted_by_other_commands(capsys, root):
     status, _, err = run(capsys, "--root", root, "--systemd-cgroup", "delete", "--force", "c1")
     assert (status, err) == (0, "")
