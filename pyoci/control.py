@@ -125,7 +125,17 @@ def update(root, container_id, resources_source, flags):
         if memory["limit"] < usage:
             raise ContainerError(f"memory limit {memory['limit']} is below the current "
                                  f"usage {usage} (checkBeforeUpdate)")
-    manager.apply(resources)
+    # v1 rewrites the device list from deny-all up (and so does systemd):
+    # frozen, the container never runs in between.
+    freeze = resources.get("devices") is not None and "devices" in manager.paths and \
+        not manager.frozen()
+    if freeze:
+        manager.freeze(True)
+    try:
+        manager.apply(resources)
+    finally:
+        if freeze:
+            manager.freeze(False)
     _remember(container, resources)
 
 

@@ -2,6 +2,7 @@
 (root). Every test runs on cgroup v1/hybrid (this host) and on a pure cgroup
 v2 host (tests/vm/run_in_v2_vm.sh boots one), reading v1 or v2 files."""
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -201,6 +202,39 @@ def test_v2_device_program_enforces_the_rules(tmp_path):
         directory.rmdir()
 
 
+@pytest.mark.skipif(cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted")
+def test_v2_device_program_is_replaced_by_update(tmp_path):
+    """A second attach (update) replaces pyoci's program, so rules can widen
+    as well as narrow; the kernel judges each step."""
+    from pyoci.linux import syscalls
+    from pyoci.linux.cgroups import devices_bpf
+    sys = syscalls.syscalls()
+    directory = cgroup2_mount() / f"pyoci-test-{tmp_path.name}"
+    directory.mkdir()
+    kmsg = {"allow": True, "type": "c", "major": 1, "minor": 11}
+    script = (f"echo $$ > {directory}/cgroup.procs; "
+              "echo pyoci-test > /dev/kmsg 2>/dev/null && echo write-ok || echo write-denied")
+    try:
+        outcomes = []
+        for access in ("r", "rw", "r"):
+            devices_bpf.attach(sys, str(directory), [{"allow": False, "access": "rwm"},
+                                                     {**kmsg, "access": access}])
+            result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                                    timeout=10)
+            outcomes.append(result.stdout.strip())
+            wait_until(lambda: not (directory / "cgroup.procs").read_text().strip(),
+                       "the shell to leave")
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert [name for _, name in sys.bpf_device_programs(fd)] == ["pyoci_devices"]
+            finally:
+                os.close(fd)
+        assert outcomes == ["write-denied", "write-ok", "write-denied"]
+    finally:
+        wait_until(lambda: not (directory / "cgroup.procs").read_text().strip(), "the shell to leave")
+        directory.rmdir()
+
+
 @needs_v1
 def test_a_limit_file_this_kernel_lacks_is_a_clear_error(pyoci, probe, leak_check):
     if (V1 / "blkio" / "blkio.weight").exists():
@@ -220,6 +254,23 @@ def test_update_check_before_update_refuses_a_limit_below_usage(pyoci, tmp_path)
                        input=json.dumps({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
     assert result.returncode == 1 and "below the current usage" in result.stderr
     assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
+
+
+def test_update_of_device_rules_widens_them_and_leaves_it_running(pyoci, tmp_path):
+    def kmsg(config):
+        config["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+        config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"], mutate=kmsg)
+    container_id = pyoci.new_id()
+    pyoci.run("run", "--detach", "--bundle", bundle, container_id)
+    write = ["exec", container_id, "sh", "-c",
+             "echo pyoci-test > /dev/kmsg 2>/dev/null && echo write-ok || echo write-denied"]
+    assert pyoci.run(*write).stdout == "write-denied\n"
+    pyoci.run("update", "--resources", "-", container_id, input=json.dumps({"devices": [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}]}))
+    assert pyoci.state(container_id)["status"] == "running"
+    assert pyoci.run(*write).stdout == "write-ok\n"
 
 
 def test_update_zero_memory_values_are_unset_like_docker_sends_them(pyoci, tmp_path):

@@ -96,6 +96,8 @@ def systemd():
         host = SystemdHost(wait_until(systemd_pid, "unshare to start systemd"))
 
         def booted():
+            if boot.poll() is not None:
+                raise AssertionError(f"systemd's namespaces exited {boot.returncode}")
             state = host.run("systemctl", "is-system-running", check=False).stdout.strip()
             return state in ("running", "degraded")
         wait_until(booted, "systemd to boot", timeout=120)
@@ -106,7 +108,8 @@ def systemd():
         raise
     finally:
         if host is not None:  # systemd makes a session of its own: not in boot's group
-            os.kill(host.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.pid, signal.SIGKILL)
         os.killpg(boot.pid, signal.SIGKILL)
         boot.wait()
         for directory in manager.paths.values():

@@ -31,6 +31,12 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # bpf(2) (linux/bpf.h).
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_QUERY = 16
+BPF_PROG_NAME_OFFSET = 64  # of name[16] in struct bpf_prog_info
+DEVICE_PROGRAM_NAME = "pyoci_devices"
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 2
@@ -98,7 +104,7 @@ class Syscalls:
         attr = self._ffi.new("char[]", struct.pack(
             "=IIQQIIQII16sII", BPF_PROG_TYPE_CGROUP_DEVICE, len(instructions) // 8,
             int(self._ffi.cast("uintptr_t", code)), int(self._ffi.cast("uintptr_t", license_text)),
-            1, 65536, int(self._ffi.cast("uintptr_t", log)), 0, 0, b"pyoci_devices", 0, 0))
+            1, 65536, int(self._ffi.cast("uintptr_t", log)), 0, 0, DEVICE_PROGRAM_NAME.encode(), 0, 0))
         fd = self._lib.pyoci_bpf(BPF_PROG_LOAD, attr, len(attr) - 1)
         if fd < 0:
             code = self._ffi.errno
@@ -113,6 +119,50 @@ class Syscalls:
         attr = self._ffi.new("char[]", struct.pack(
             "=IIIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI, 0))
         _check(self._lib.pyoci_bpf(BPF_PROG_ATTACH, attr, len(attr) - 1), "bpf prog attach")
+
+    def bpf_device_programs(self, cgroup_fd):
+        """[(id, name)] of the device programs attached to a cgroup itself."""
+        import struct
+        ids = self._ffi.new("uint32_t[]", 64)
+        attr = self._ffi.new("char[]", struct.pack(
+            "=IIIIQI4x", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
+            int(self._ffi.cast("uintptr_t", ids)), 64))
+        _check(self._lib.pyoci_bpf(BPF_PROG_QUERY, attr, len(attr) - 1), "bpf prog query")
+        count = struct.unpack_from("=I", self._ffi.buffer(attr), 24)[0]
+        programs = []
+        for program_id in ids[0:count]:
+            fd = self._bpf_program_fd(program_id)
+            try:
+                programs.append((program_id, self._bpf_program_name(fd)))
+            finally:
+                os.close(fd)
+        return programs
+
+    def _bpf_program_fd(self, program_id):
+        import struct
+        attr = self._ffi.new("char[]", struct.pack("=III", program_id, 0, 0))
+        return _check(self._lib.pyoci_bpf(BPF_PROG_GET_FD_BY_ID, attr, len(attr) - 1),
+                      "bpf prog get fd by id")
+
+    def _bpf_program_name(self, program_fd):
+        import struct
+        info = self._ffi.new("char[]", 256)
+        attr = self._ffi.new("char[]", struct.pack(
+            "=IIQ", program_fd, 256, int(self._ffi.cast("uintptr_t", info))))
+        _check(self._lib.pyoci_bpf(BPF_OBJ_GET_INFO_BY_FD, attr, len(attr) - 1),
+               "bpf obj get info")
+        name = self._ffi.buffer(info)[BPF_PROG_NAME_OFFSET:BPF_PROG_NAME_OFFSET + 16]
+        return name.split(b"\0", 1)[0].decode(errors="replace")
+
+    def bpf_detach_device_program(self, cgroup_fd, program_id):
+        import struct
+        program_fd = self._bpf_program_fd(program_id)
+        try:
+            attr = self._ffi.new("char[]", struct.pack(
+                "=IIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, 0))
+            _check(self._lib.pyoci_bpf(BPF_PROG_DETACH, attr, len(attr) - 1), "bpf prog detach")
+        finally:
+            os.close(program_fd)
 
     def reset_signals(self):
         """All signals to SIG_DFL, none blocked (glibc's reserved ones included)."""

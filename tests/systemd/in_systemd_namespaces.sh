@@ -32,6 +32,7 @@ inside)
     mount -t proc proc /proc
     mount -t tmpfs -o mode=755 tmpfs /run
     if echo "$cgroup_mounts" | grep -q '^/sys/fs/cgroup cgroup2 '; then
+        umount -l /sys/fs/cgroup  # the same superblock cannot be mounted there twice
         mount -t cgroup2 cgroup2 /sys/fs/cgroup
     else
         mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup

@@ -86,13 +86,21 @@ def compile_program(devices):
 
 
 def attach(syscalls, directory, devices):
-    """Load the program for DEVICES and attach it to the cgroup at DIRECTORY."""
+    """Load the program for DEVICES and attach it to the cgroup at DIRECTORY
+    in place of the one pyoci attached before (update): every attached
+    program must allow an access, so an old one would still deny what the
+    new rules allow. Programs of others (systemd's) stay."""
     import os
+    from pyoci.linux.syscalls import DEVICE_PROGRAM_NAME
     program_fd = syscalls.bpf_load_device_program(compile_program(devices))
     try:
         cgroup_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            previous = [program_id for program_id, name in syscalls.bpf_device_programs(cgroup_fd)
+                        if name == DEVICE_PROGRAM_NAME]
             syscalls.bpf_attach_device_program(cgroup_fd, program_fd)
+            for program_id in previous:
+                syscalls.bpf_detach_device_program(cgroup_fd, program_id)
         finally:
             os.close(cgroup_fd)
     finally:
