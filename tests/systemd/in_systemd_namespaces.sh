@@ -5,9 +5,9 @@
 #   in_systemd_namespaces.sh boot CGROUP_DIR...   # becomes systemd (run it in the background)
 #   in_systemd_namespaces.sh enter PID COMMAND... # runs COMMAND beside that systemd
 #
-# boot: joins the cgroup directories given (one per hierarchy: they become the
-# root of systemd's cgroup namespace), then in new pid, mount, cgroup and uts
-# namespaces mounts a private /run and fresh cgroup filesystems (which show
+# boot: in new pid, mount, cgroup and uts namespaces, joins the cgroup
+# directories given (one per hierarchy: they become the root of systemd's
+# cgroup namespace), mounts a private /run and fresh cgroup filesystems (which show
 # only that subtree), and execs systemd with a target that has no
 # dependencies: it manages cgroups and starts nothing of the host's (no
 # tmpfiles cleaning /tmp, no services). SIGKILL to it ends everything inside.
@@ -20,11 +20,17 @@ mode=$1
 shift
 case $mode in
 boot)
+    exec unshare --pid --fork --mount --uts --propagation private "$0" join "$@"
+    ;;
+join)
+    # PID 1 of the new pid namespace joins the cgroups, then makes them the
+    # root of its cgroup namespace. unshare's own process stays behind, where
+    # it was: on v2 a process left in that root would keep systemd from
+    # enabling controllers below it.
     for dir in "$@"; do
-        echo $$ > "$dir/cgroup.procs"
+        echo 0 > "$dir/cgroup.procs"
     done
-    exec unshare --pid --fork --mount --cgroup --uts --propagation private \
-        "$0" inside
+    exec unshare --cgroup "$0" inside
     ;;
 inside)
     # Fresh cgroup mounts like the host's, before /sys/fs/cgroup is covered.
@@ -67,7 +73,9 @@ runner)
     for dir in $hierarchies; do
         mountpoint -q "$dir" || continue  # systemd's cpu,cpuacct and the like
         mkdir -p "$dir/pyoci-runner"
-        if [ -e "$dir/cpuset.cpus" ] && [ ! -s "$dir/pyoci-runner/cpuset.cpus" ]; then
+        # A new v1 cpuset is empty and refuses tasks (v2 inherits from the parent).
+        if [ -e "$dir/cpuset.cpus" ] && [ -e "$dir/cgroup.clone_children" ] &&
+                [ ! -s "$dir/pyoci-runner/cpuset.cpus" ]; then
             cat "$dir/cpuset.cpus" > "$dir/pyoci-runner/cpuset.cpus"
             cat "$dir/cpuset.mems" > "$dir/pyoci-runner/cpuset.mems"
         fi
