@@ -16,6 +16,7 @@ import os
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError
 from pyoci.linux import dbus
+from pyoci.linux.cgroups import UNIFIED_KEY
 from pyoci.linux.cgroups.resources import device_rules, v1_writes, v2_writes
 
 RUNNING_MARKER = "/run/systemd/system"  # how sd_booted() and runc tell
@@ -100,7 +101,7 @@ class Manager:
         self.paths = fs.paths
         self.container_id = container_id
         self.started = started
-        self.unified = list(fs.paths) == [""]
+        self.unified = list(fs.paths) == [UNIFIED_KEY]
         self.extra_properties = list(extra_properties)
         self.pending_resources = None
 
