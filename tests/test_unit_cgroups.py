@@ -171,13 +171,14 @@ def v1_tree(tmp_path):
 
 
 class TestV1Hierarchies:
-    def test_keys_are_first_controller_or_name(self, fake_files, tmp_path):
+    def test_keys_are_each_controller_or_name(self, fake_files, tmp_path):
         root, info = v1_tree(tmp_path)
         fake_files("/proc/self/mountinfo", info)
         assert v1.hierarchies(str(root)) == {
             "name=systemd": f"{root}/systemd", "cpu": f"{root}/cpu,cpuacct",
-            "memory": f"{root}/memory", "cpuset": f"{root}/cpuset",
-            "net_cls": f"{root}/net_cls,net_prio", UNIFIED_KEY: f"{root}/unified"}
+            "cpuacct": f"{root}/cpu,cpuacct", "memory": f"{root}/memory",
+            "cpuset": f"{root}/cpuset", "net_cls": f"{root}/net_cls,net_prio",
+            "net_prio": f"{root}/net_cls,net_prio", UNIFIED_KEY: f"{root}/unified"}
 
     def test_only_below_root(self, fake_files, tmp_path):
         root, info = v1_tree(tmp_path)
@@ -192,9 +193,11 @@ class TestV1Hierarchies:
         assert manager.paths == {
             "name=systemd": f"{root}/systemd/init.scope/ctr",
             "cpu": f"{root}/cpu,cpuacct/ctr",
+            "cpuacct": f"{root}/cpu,cpuacct/ctr",
             "memory": f"{root}/memory/system.slice/x.service/ctr",
             "cpuset": f"{root}/cpuset/ctr",
-            "net_cls": f"{root}/net_cls,net_prio/ctr"}
+            "net_cls": f"{root}/net_cls,net_prio/ctr",
+            "net_prio": f"{root}/net_cls,net_prio/ctr"}
         hybrid = v1.Manager.for_path(str(root), "/abs/path", "ctr", hybrid=True)
         assert hybrid.paths[UNIFIED_KEY] == f"{root}/unified/abs/path"
         assert hybrid.paths["memory"] == f"{root}/memory/abs/path"
@@ -271,6 +274,16 @@ class TestV1Manager:
         (top / "cpuset.mems").write_text("0\n")
         v1.Manager({"cpuset": str(top / "ctr")}).create()
         assert os.listdir(top / "ctr") == []
+
+    def test_a_shared_hierarchy_is_one_directory(self, tmp_path):
+        shared = tmp_path / "net_cls,net_prio" / "ctr"
+        manager = v1.Manager({"net_cls": str(shared), "net_prio": str(shared)})
+        assert manager.create() == [str(shared)]
+        manager.add(1234)
+        assert (shared / "cgroup.procs").read_text() == "1234"
+        (shared / "cgroup.procs").unlink()
+        manager.destroy([str(shared)])
+        assert not shared.exists()
 
     def test_pids_prefers_the_pids_hierarchy(self, tmp_path):
         for name, content in (("memory", "1\n2\n"), ("pids", "3\n\n4\n")):

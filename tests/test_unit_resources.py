@@ -48,6 +48,22 @@ def test_v1_block_io_hugetlb_network_rdma():
         ("rdma", "rdma.max", "mlx5_1 hca_handle=3 hca_object=10000")]
 
 
+def test_v1_block_io_weight_goes_to_bfq_where_cfq_files_are_absent():
+    block_io = {"blockIO": {"weight": 500, "weightDevice": [{"major": 8, "minor": 0, "weight": 400}]}}
+    assert r.v1_writes(block_io, available_files={"blkio.bfq.weight", "blkio.bfq.weight_device"}) == [
+        ("blkio", "blkio.bfq.weight", "500"), ("blkio", "blkio.bfq.weight_device", "8:0 400")]
+    assert [name for _, name, _ in r.v1_writes(block_io, available_files={"blkio.weight"})] == [
+        "blkio.weight", "blkio.weight_device"]
+    # Neither: the CFQ name, which apply() reports as unsupported by the kernel.
+    assert r.v1_writes(block_io, available_files=set())[0][1] == "blkio.weight"
+
+
+def test_unified_is_refused_on_v1_like_runc():
+    with pytest.raises(ConfigError, match="cannot use unified on cgroup v1"):
+        r.v1_writes({"unified": {"memory.high": "90"}})
+    assert r.v1_writes({"unified": {}}) == []
+
+
 def test_device_rules_keep_order_and_end_with_the_defaults():
     rules = r.device_rules([{"allow": False, "access": "rwm"},
                             {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"},

@@ -104,6 +104,15 @@ def from_record(record):
     return Manager(unit, None, fs, record["id"], started=True)
 
 
+def directories(paths):
+    """{directory: its first key}: one entry per hierarchy, however many
+    controllers share it (cpu,cpuacct)."""
+    result = {}
+    for key, directory in paths.items():
+        result.setdefault(directory, key)
+    return result
+
+
 def read_pids(procs_file):
     try:
         with open(procs_file) as f:
@@ -159,22 +168,27 @@ def mount_cgroupfs(sys, target, flags, paths, own_namespace):
 
     In a cgroup namespace the kernel shows the namespace's root, so the
     filesystem is mounted for real; without one, the container's
-    directories are bind-mounted so it sees only its own cgroups.
+    directories are bind-mounted so it sees only its own cgroups. A
+    hierarchy of several controllers gets a link for each, as on the host
+    (cpu -> cpu,cpuacct).
     """
     from pyoci.linux.mounts import MS_RDONLY, MS_REMOUNT
     if list(paths) == [UNIFIED_KEY]:
         _mount_hierarchy(sys, target, flags, paths[UNIFIED_KEY], "cgroup2", None, own_namespace)
         return
     sys.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
-    for key, directory in paths.items():
+    for directory, key in directories(paths).items():
         mount_name = os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
         sub = os.path.join(target, mount_name)
-        os.makedirs(sub, exist_ok=True)
         if key == UNIFIED_KEY:
             _mount_hierarchy(sys, sub, flags, directory, "cgroup2", None, own_namespace)
         else:
             data = key if key.startswith("name=") else mount_name
             _mount_hierarchy(sys, sub, flags, directory, "cgroup", data, own_namespace)
+    for key, directory in paths.items():
+        mount_name = os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
+        if key != mount_name and key in mount_name.split(","):
+            os.symlink(mount_name, os.path.join(target, key))
     if flags & MS_RDONLY:
         sys.mount(None, target, None, flags | MS_REMOUNT | MS_RDONLY)
 

@@ -45,9 +45,16 @@ def _device(entry):
     return f"{entry['major']}:{entry['minor']}"
 
 
-def v1_writes(resources):
-    """[(controller, file, value)] in the order they must be written."""
+def v1_writes(resources, available_files=None):
+    """[(controller, file, value)] in the order they must be written.
+    AVAILABLE_FILES (the blkio directory's), when given, decides between
+    CFQ's blkio.weight files and BFQ's blkio.bfq.weight like runc."""
+    if resources.get("unified"):
+        raise ConfigError("config.json: linux.resources.unified: cannot use unified on cgroup v1")
     writes = []
+    bfq = available_files is not None and "blkio.weight" not in available_files and \
+        "blkio.bfq.weight" in available_files
+    weight_file = "blkio.bfq.weight" if bfq else "blkio.weight"
 
     def add(controller, name, value):
         writes.append((controller, name, str(value)))
@@ -69,12 +76,12 @@ def v1_writes(resources):
 
     block_io = resources.get("blockIO") or {}
     if block_io.get("weight"):
-        add("blkio", "blkio.weight", block_io["weight"])
+        add("blkio", weight_file, block_io["weight"])
     if block_io.get("leafWeight"):
         add("blkio", "blkio.leaf_weight", block_io["leafWeight"])
     for entry in block_io.get("weightDevice") or ():
         if entry.get("weight"):
-            add("blkio", "blkio.weight_device", f"{_device(entry)} {entry['weight']}")
+            add("blkio", f"{weight_file}_device", f"{_device(entry)} {entry['weight']}")
         if entry.get("leafWeight"):
             add("blkio", "blkio.leaf_weight_device", f"{_device(entry)} {entry['leafWeight']}")
     for key, name in (("throttleReadBpsDevice", "read_bps_device"),

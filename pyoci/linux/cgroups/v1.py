@@ -4,7 +4,7 @@ import os
 import errno
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, own_cgroups,
+from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, directories, own_cgroups,
                                  make_dir, read_pids, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 
@@ -16,8 +16,9 @@ CONTROLLERS = frozenset({
 def hierarchies(root):
     """{key: mount point} for every cgroup hierarchy mounted under ROOT.
 
-    The key is the first controller of a v1 mount (e.g. 'cpu' for
-    cpu,cpuacct, 'name=systemd' for a named one) or '' for the v2 mount.
+    A key is a controller ('cpu' and 'cpuacct' both for a cpu,cpuacct
+    mount, as runc records them), 'name=systemd' for a named hierarchy, or
+    '' for the v2 mount.
     """
     result = {}
     with open("/proc/self/mountinfo") as f:
@@ -31,11 +32,11 @@ def hierarchies(root):
                 result[UNIFIED_KEY] = mount_point
             elif fs_type == "cgroup":
                 options = fields[separator + 3].split(",")
-                controllers = [o for o in options
-                               if o in CONTROLLERS or o.startswith("name=")]
-                if controllers:
-                    result[controllers[0]] = mount_point
+                for option in options:
+                    if option in CONTROLLERS or option.startswith("name="):
+                        result[option] = mount_point
     return result
+
 
 
 class Manager:
@@ -49,7 +50,6 @@ class Manager:
         for key, mount_point in hierarchies(root).items():
             if key == UNIFIED_KEY and not hybrid:
                 continue
-            # A mount of 'cpu,cpuacct' shows in /proc/self/cgroup under 'cpu' too.
             base = own.get(key, "/")
             paths[key] = mount_point + container_cgroup(cgroups_path, container_id, base)
         return cls(paths)
@@ -57,8 +57,8 @@ class Manager:
     def create(self):
         """Make the directories; return those that did not exist."""
         made = []
-        for key, directory in self.paths.items():
-            if key == "cpuset" and not os.path.isdir(directory):
+        for directory in directories(self.paths):
+            if directory == self.paths.get("cpuset") and not os.path.isdir(directory):
                 _make_cpuset(directory)
                 made.append(directory)
             elif make_dir(directory):
@@ -67,7 +67,9 @@ class Manager:
 
     def apply(self, resources):
         """Write linux.resources into the controllers' files."""
-        writes = _memory_order(v1_writes(resources), self.paths.get("memory"))
+        blkio = self.paths.get("blkio")
+        blkio_files = set(os.listdir(blkio)) if blkio and os.path.isdir(blkio) else None
+        writes = _memory_order(v1_writes(resources, blkio_files), self.paths.get("memory"))
         for controller, name, value in writes:
             directory = self.paths.get(controller)
             if directory is None:
@@ -87,7 +89,7 @@ class Manager:
                 raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
 
     def add(self, pid):
-        for directory in self.paths.values():
+        for directory in directories(self.paths):
             write_file(directory, "cgroup.procs", str(pid))
 
     def pids(self):
@@ -119,7 +121,7 @@ class Manager:
             return False
 
     def destroy(self, owned=None):
-        for directory in self.paths.values():
+        for directory in directories(self.paths):
             if owned is None or directory in owned:
                 remove_dir(directory)
 
