@@ -40,7 +40,8 @@ test: install
 
 # The cgroup tests again on a pure cgroup v2 host: one boot of a 6.1 kernel
 # VM (virtme-ng, software emulation) that shares this checkout.
-V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_linux.py \
+V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_cgroup_fields.py \
+	tests/test_integration_linux.py \
 	tests/test_integration_systemd.py
 test-v2: install
 	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -k "cgroup or device or bad_input or seccomp or systemd"' 

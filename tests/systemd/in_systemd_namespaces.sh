@@ -33,26 +33,10 @@ join)
     exec unshare --cgroup "$0" inside
     ;;
 inside)
-    # Fresh cgroup mounts like the host's, before /sys/fs/cgroup is covered.
-    cgroup_mounts=$(awk '{ for (i = 7; $i != "-"; i++); if ($5 ~ "^/sys/fs/cgroup" && $(i+1) ~ /^cgroup2?$/) print $5, $(i+1), $(i+3) }' /proc/self/mountinfo)
+    . "$(dirname "$(realpath "$0")")/../cgroups/mount_host_cgroups.sh"
     mount -t proc proc /proc
     mount -t tmpfs -o mode=755 tmpfs /run
-    if echo "$cgroup_mounts" | grep -q '^/sys/fs/cgroup cgroup2 '; then
-        umount -l /sys/fs/cgroup  # the same superblock cannot be mounted there twice
-        mount -t cgroup2 cgroup2 /sys/fs/cgroup
-    else
-        mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
-        echo "$cgroup_mounts" | while read -r target fs_type options; do
-            mkdir -p "$target"
-            if [ "$fs_type" = cgroup2 ]; then
-                mount -t cgroup2 cgroup2 "$target"
-            else
-                controllers=$(echo "$options" | tr , '\n' | grep -v -x -e rw -e ro -e relatime -e noexec -e nosuid -e nodev | paste -sd,)
-                case $controllers in name=*) controllers=none,$controllers ;; esac
-                mount -t cgroup -o "$controllers" cgroup "$target"
-            fi
-        done
-    fi
+    mount_host_cgroups
     mkdir -p /run/systemd/system
     printf '[Unit]\nDescription=pyoci tests\nDefaultDependencies=no\n' \
         > /run/systemd/system/pyoci-tests.target
