@@ -372,3 +372,43 @@ def test_read_pids_and_remove_dir(tmp_path):
     (tmp_path / "full" / "f").write_text("")
     with pytest.raises(OSError):
         cgroups.remove_dir(str(tmp_path / "full"))  # only "already gone" is tolerated
+
+
+# ------------------------------------------------------------------- stats
+def test_v1_stats_are_runcs_shape(tmp_path):
+    from pyoci.linux.cgroups.stats import v1_stats
+    cpu, pids, cpuset = tmp_path / "cpu", tmp_path / "pids", tmp_path / "cpuset"
+    for directory in (cpu, pids, cpuset):
+        directory.mkdir()
+    (cpu / "cpuacct.usage").write_text("300\n")
+    (cpu / "cpuacct.usage_percpu").write_text("100 200 \n")
+    (cpu / "cpuacct.usage_all").write_text("cpu user system\n0 60 40\n1 150 50\n")
+    (cpu / "cpu.stat").write_text("nr_periods 9\nnr_throttled 4\nthrottled_time 77\n")
+    (pids / "pids.current").write_text("2\n")
+    (pids / "pids.max").write_text("max\n")
+    (cpuset / "cpuset.cpus").write_text("0-2,5\n")
+    (cpuset / "cpuset.mems").write_text("\n")
+    (cpuset / "cpuset.sched_relax_domain_level").write_text("-1\n")
+    data = v1_stats({"cpu": str(cpu), "pids": str(pids), "cpuset": str(cpuset)})
+    assert data["cpu"]["usage"] == {"total": 300, "percpu": [100, 200], "percpu_kernel": [40, 50],
+                                    "percpu_user": [60, 150], "kernel": 0, "user": 0}
+    assert data["cpu"]["throttling"] == {"periods": 9, "throttledPeriods": 4, "throttledTime": 77}
+    assert data["pids"] == {"current": 2}  # "max" is runc's 0, which omitempty leaves out
+    assert data["cpuset"]["cpus"] == [0, 1, 2, 5] and "mems" not in data["cpuset"]
+    assert data["cpuset"]["sched_relax_domain_level"] == -1
+    # No memory controller: runc's zero entries; the other sections empty.
+    assert data["memory"]["usage"] == {"limit": 0, "failcnt": 0}
+    assert (data["blkio"], data["hugetlb"], data["intel_rdt"], data["network_interfaces"]) == \
+        ({}, {}, {}, None)
+
+
+def test_v2_stats_read_io_stat_as_blkio_entries(tmp_path):
+    from pyoci.linux.cgroups.stats import v2_stats
+    (tmp_path / "io.stat").write_text("8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    (tmp_path / "cpu.stat").write_text("usage_usec 5\nuser_usec 3\nsystem_usec 2\n")
+    data = v2_stats(str(tmp_path))
+    assert data["blkio"] == {
+        "ioServiceBytesRecursive": [{"major": 8, "op": "Read", "value": 4096},
+                                    {"major": 8, "op": "Write"}],
+        "ioServicedRecursive": [{"major": 8, "op": "Read", "value": 1}, {"major": 8, "op": "Write"}]}
+    assert data["cpu"] == {"usage": {"total": 5000, "kernel": 2000, "user": 3000}, "throttling": {}}
