@@ -10,7 +10,7 @@ import signal
 import sys
 
 from pyoci import log
-from pyoci.errors import PyociError, describe
+from pyoci.errors import ConfigError, PyociError, describe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +88,9 @@ def _build_parser():
     from pyoci.control import UPDATE_FLAGS
     for name in UPDATE_FLAGS:
         update.add_argument("--" + name.replace("_", "-"), dest=name)
+    update.add_argument("--cpu-shares", dest="cpu_share", help=argparse.SUPPRESS)
+    for name in ("--l3-cache-schema", "--mem-bw-schema"):  # Intel RDT, refused
+        update.add_argument(name)
     update.add_argument("id")
     events = command("events", "print a container's stats and OOM events")
     events.add_argument("--stats", action="store_true", help="one stats line, then exit")
@@ -222,6 +225,10 @@ def cmd_ps(args):
 
 def cmd_update(args):
     from pyoci import control
+    for flag, value in (("--l3-cache-schema", args.l3_cache_schema),
+                        ("--mem-bw-schema", args.mem_bw_schema)):
+        if value is not None:
+            raise ConfigError(f"{flag}: Intel RDT is not supported")
     flags = {name: getattr(args, name) for name in control.UPDATE_FLAGS}
     control.update(args.root, args.id, args.resources, flags)
 

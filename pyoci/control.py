@@ -72,15 +72,18 @@ def parse_size(text):
     return int(float(number) * SIZE_SUFFIXES[suffix])
 
 
+# runc's update flags: name -> (section, key, parser of the flag's text).
 UPDATE_FLAGS = {
     "memory": ("memory", "limit", parse_size),
     "memory_swap": ("memory", "swap", parse_size),
     "memory_reservation": ("memory", "reservation", parse_size),
     "kernel_memory": ("memory", "kernel", parse_size),
     "kernel_memory_tcp": ("memory", "kernelTCP", parse_size),
-    "cpu_shares": ("cpu", "shares", int),
+    "cpu_share": ("cpu", "shares", int),
     "cpu_quota": ("cpu", "quota", int),
     "cpu_period": ("cpu", "period", int),
+    "cpu_burst": ("cpu", "burst", int),
+    "cpu_idle": ("cpu", "idle", int),
     "cpu_rt_period": ("cpu", "realtimePeriod", int),
     "cpu_rt_runtime": ("cpu", "realtimeRuntime", int),
     "cpuset_cpus": ("cpu", "cpus", str),

@@ -137,12 +137,14 @@ def test_ps_lists_the_containers_processes(pyoci, tmp_path):
 def test_update_with_flags_and_resources_json(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"], {"memory": {"limit": 64 << 20}})
     pyoci.run("update", "--memory", "128m", "--memory-swap", "256m", "--pids-limit", "30",
-              "--cpu-shares", "300", container_id)
+              "--cpu-share", "300", container_id)
     assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(128 << 20)
     assert read(pyoci, container_id, "memory", "memory.memsw.limit_in_bytes", "memory.swap.max") == \
         str((128 if UNIFIED else 256) << 20)
     assert read(pyoci, container_id, "pids", "pids.max") == "30"
     assert read(pyoci, container_id, "cpu", "cpu.shares", "cpu.weight") == ("12" if UNIFIED else "300")
+    pyoci.run("update", "--cpu-idle", "1", container_id)  # the kernel then drops the weight
+    assert read(pyoci, container_id, "cpu", "cpu.idle") == "1"
     pyoci.run("update", "--resources", "-", container_id,
               input=json.dumps({"memory": {"limit": 32 << 20, "swap": 32 << 20}}))
     assert read(pyoci, container_id, "memory", "memory.limit_in_bytes", "memory.max") == str(32 << 20)

@@ -310,3 +310,21 @@ def test_unwritable_log_file_still_one_line(capsys, root, tmp_path):
 def test_systemd_cgroup_is_accepted_by_other_commands(capsys, root):
     status, _, err = run(capsys, "--root", root, "--systemd-cgroup", "delete", "--force", "c1")
     assert (status, err) == (0, "")
+
+
+# ------------------------------------------------------------------- update
+def test_update_takes_runcs_flag_names(capsys, root, monkeypatch):
+    from pyoci import control
+    seen = {}
+    monkeypatch.setattr(control, "update", lambda root, cid, source, flags: seen.update(flags))
+    for shares in ("--cpu-share", "--cpu-shares"):  # runc's name, and the plural
+        assert run(capsys, "--root", root, "update", shares, "7", "--cpu-burst", "5",
+                   "--cpu-idle", "1", "c")[0] == 0
+        assert (seen["cpu_share"], seen["cpu_burst"], seen["cpu_idle"]) == ("7", "5", "1")
+    assert control.UPDATE_FLAGS["cpu_share"][:2] == ("cpu", "shares")
+
+
+@pytest.mark.parametrize("flag", ["--l3-cache-schema", "--mem-bw-schema"])
+def test_update_refuses_intel_rdt_schemas(capsys, root, flag):
+    status, _, err = run(capsys, "--root", root, "update", flag, "L3:0=f", "c")
+    assert status == 1 and one_line(err) == f"{flag}: Intel RDT is not supported"
