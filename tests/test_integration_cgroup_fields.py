@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pytest
 
 from conformance.bundle import make_bundle
-from conformance.harness import LeakCheck, Probe, private_runtime
+from conformance.harness import LeakCheck, Probe, private_runtime, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -178,13 +178,44 @@ class CgroupHost:
         return completed.stdout.split()
 
 
+# Names the hierarchies the script added, then removes (and names) what is left below them.
+LEFT_IN_ADDED_HIERARCHIES = """
+echo "$ADDED_HIERARCHIES" | tr ' ,' '\n\n'
+echo --
+for hierarchy in $ADDED_HIERARCHIES; do
+    find "/sys/fs/cgroup/$hierarchy" -mindepth 1 -depth -type d -print -exec rmdir {} +
+done
+"""
+
+
+def v1_hierarchies():
+    """{controller: (hierarchy id, cgroups in it)} from /proc/cgroups."""
+    with open("/proc/cgroups") as f:
+        return {fields[0]: (int(fields[1]), int(fields[2]))
+                for fields in map(str.split, f) if fields[0] != "#subsys_name"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def controllers_given_back():
-    """After the last container is gone, one empty run frees the hierarchies
-    the script made (hugetlb goes back to the hybrid host's cgroup2)."""
+    """After the last container is gone, one more run frees the hierarchies
+    the script made (hugetlb goes back to the hybrid host's cgroup2). A
+    cgroup left in them would keep them, and every process on the host
+    would then show hierarchies that no mount point has (containerd's
+    metrics fail on that): it is removed and the module fails."""
     yield
     if not UNIFIED:
+        output = subprocess.run([EVERY_V1_CONTROLLER, "sh", "-c", LEFT_IN_ADDED_HIERARCHIES],
+                                capture_output=True, text=True, check=True).stdout.split()
+        added, left = output[:output.index("--")], output[output.index("--") + 1:]
+
+        # Only an unmount that finds a hierarchy without cgroups frees it, and
+        # a removed cgroup takes a moment to be gone for good.
+        wait_until(lambda: all(v1_hierarchies()[c][1] == 1 for c in added),
+                   "the removed cgroups to be gone")
         subprocess.run([EVERY_V1_CONTROLLER, "true"], check=True)
+        wait_until(lambda: all(v1_hierarchies()[c][0] == 0 for c in added),
+                   f"the kernel to free the {added} hierarchies")
+        assert left == [], f"cgroups left in the added hierarchies: {left}"
 
 
 @pytest.fixture

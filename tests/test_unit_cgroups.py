@@ -412,3 +412,24 @@ def test_v2_stats_read_io_stat_as_blkio_entries(tmp_path):
                                     {"major": 8, "op": "Write"}],
         "ioServicedRecursive": [{"major": 8, "op": "Read", "value": 1}, {"major": 8, "op": "Write"}]}
     assert data["cpu"] == {"usage": {"total": 5000, "kernel": 2000, "user": 3000}, "throttling": {}}
+
+
+def test_v2_stats_count_swap_as_v1_does_and_hugetlb_reservations(tmp_path, monkeypatch):
+    from pyoci.linux.cgroups import stats
+    pages = tmp_path / "hugepages"
+    (pages / "hugepages-2048kB").mkdir(parents=True)
+    (pages / "hugepages-1048576kB").mkdir()
+    monkeypatch.setattr(stats, "HUGEPAGES", str(pages))
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    for name, value in (("memory.max", "100"), ("memory.current", "40"),
+                        ("memory.swap.max", "50"), ("memory.swap.current", "5"),
+                        ("hugetlb.2MB.current", "0"), ("hugetlb.2MB.rsvd.current", "2097152"),
+                        ("hugetlb.2MB.events", "max 3\n")):
+        (cgroup / name).write_text(value + "\n")
+    data = stats.v2_stats(str(cgroup))
+    assert data["memory"]["usage"] == {"limit": 100, "usage": 40, "failcnt": 0}
+    assert data["memory"]["swap"] == {"limit": 150, "usage": 45, "failcnt": 0}
+    assert data["hugetlb"] == {"2MB": {"usage": 2097152, "failcnt": 3}}  # no 1GB files: none
+    (cgroup / "memory.swap.max").write_text("max\n")
+    assert stats.v2_stats(str(cgroup))["memory"]["swap"]["limit"] == 2**64 - 1

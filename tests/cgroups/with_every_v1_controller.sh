@@ -12,7 +12,8 @@
 # that finds it empty: once the containers are gone, one more run (of
 # `true`) gives the controllers back to the host. A controller that cannot
 # be mounted (one the hybrid host's cgroup2 uses) is left out: the tests
-# then expect its clear error.
+# then expect its clear error. COMMAND finds the hierarchies this script
+# added in $ADDED_HIERARCHIES (their directory names, space-separated).
 set -euo pipefail
 
 if [ "${1:-}" != --inside ]; then
@@ -24,6 +25,7 @@ mounted=$(awk '{ for (i = 7; $i != "-"; i++); if ($(i+1) == "cgroup") print $(i+
 # /proc/cgroups: name, hierarchy, cgroups, enabled.
 unmounted=$(awk 'NR > 1 && $4 == 1 { print $1 }' /proc/cgroups | grep -vxF "$mounted" || true)
 mount_host_cgroups
+ADDED_HIERARCHIES=
 
 together=no
 if echo "$unmounted" | grep -qx net_cls && echo "$unmounted" | grep -qx net_prio; then
@@ -38,6 +40,7 @@ for controllers in $unmounted; do
     fi
     mkdir -p "/sys/fs/cgroup/$controllers"
     if mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers" 2>/dev/null; then
+        ADDED_HIERARCHIES="${ADDED_HIERARCHIES:+$ADDED_HIERARCHIES }$controllers"
         if [ "$controllers" = net_cls,net_prio ]; then  # systemd's links
             ln -s net_cls,net_prio /sys/fs/cgroup/net_cls
             ln -s net_cls,net_prio /sys/fs/cgroup/net_prio
@@ -46,4 +49,5 @@ for controllers in $unmounted; do
         rmdir "/sys/fs/cgroup/$controllers"
     fi
 done
+export ADDED_HIERARCHIES
 exec "$@"

@@ -210,18 +210,26 @@ def v2_stats(directory):
                throttled_periods=cpu_stat.get("nr_throttled", 0),
                throttled_time=cpu_stat.get("throttled_usec", 0) * 1000)
     raw = _flat_keyed(f"{directory}/memory.stat")
+    limit, usage = _int(f"{directory}/memory.max"), _int(f"{directory}/memory.current")
+    swap_limit = _int(f"{directory}/memory.swap.max")
+    # As runc: swap as v1 counts it, memory plus swap.
+    if swap_limit != 2**64 - 1:
+        swap_limit += limit
     memory = _memory(
         raw.get("file", 0),
-        _memory_entry(_int(f"{directory}/memory.max"), _int(f"{directory}/memory.current"),
-                      _int(f"{directory}/memory.peak"),
+        _memory_entry(limit, usage, _int(f"{directory}/memory.peak"),
                       _flat_keyed(f"{directory}/memory.events").get("max", 0)),
-        _memory_entry(_int(f"{directory}/memory.swap.max"),
-                      _int(f"{directory}/memory.swap.current")),
+        _memory_entry(swap_limit, usage + _int(f"{directory}/memory.swap.current")),
         raw=raw)
     pids = _pids(_int(f"{directory}/pids.current"), _int(f"{directory}/pids.max", unlimited=0))
-    hugetlb = {size: _hugetlb_entry(_int(f"{directory}/hugetlb.{size}.current"), 0,
-                                    _flat_keyed(f"{directory}/hugetlb.{size}.events").get("max", 0))
-               for size in _page_sizes() if os.path.exists(f"{directory}/hugetlb.{size}.current")}
+    hugetlb = {}
+    for size in _page_sizes():
+        prefix = f"{directory}/hugetlb.{size}"
+        if os.path.exists(f"{prefix}.current"):  # reservations count where the kernel has them
+            current = f"{prefix}.rsvd.current" if os.path.exists(f"{prefix}.rsvd.current") \
+                else f"{prefix}.current"
+            hugetlb[size] = _hugetlb_entry(_int(current), 0,
+                                           _flat_keyed(f"{prefix}.events").get("max", 0))
     return _sections(cpu, None, memory, pids, _v2_io(directory), hugetlb)
 
 
