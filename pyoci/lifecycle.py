@@ -57,7 +57,6 @@ def create(root, container_id, options):
         state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
         container.record["cgroup_owned"] = manager.create()
         container.save()
-        manager.apply(config.linux.resources)
         os.mkfifo(container.fifo)
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
         fifo_fd = os.open(container.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -87,6 +86,10 @@ def create(root, container_id, options):
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)
+            # The limits once init has made the mounts, as runc sets them:
+            # its setup is not throttled by a small CPU quota, and the
+            # prestart hooks see them.
+            manager.apply(config.linux.resources)
             hook_state = container.hook_state(state.CREATED)
             hooks.run(config.hooks.prestart, hook_state, "prestart")
             hooks.run(config.hooks.create_runtime, hook_state, "createRuntime")

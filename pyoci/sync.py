@@ -22,6 +22,8 @@ runtime then undoes what create did.
   GO ------------------------------------------------------------------>
                                                                    mounts, devices
                <----------------------------------------------------- RUN_HOOKS
+  cgroup limits (as runc: init's
+  setup is not throttled)
   prestart, createRuntime hooks
   HOOKS_DONE --------------------------------------------------------->
                                                                    createContainer hooks,

@@ -73,6 +73,22 @@ def test_device_rules_deny_what_they_do_not_allow(pyoci, tmp_path, probe):
     assert "null-ok" in output and "kmsg-denied" in output
 
 
+def test_limits_are_in_force_when_prestart_hooks_run(pyoci, tmp_path):
+    """As runc: the limits are set once init has made the mounts, before the
+    prestart hooks, which may rely on them."""
+    name = f"/pyoci-hooked-{tmp_path.name}"
+    directory = (V1 if UNIFIED else V1 / "pids") / name.lstrip("/")
+    seen = tmp_path / "seen"
+
+    def hooked(config):
+        config["linux"].update(cgroupsPath=name, resources={"pids": {"limit": 42}})
+        config["hooks"] = {"prestart": [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"cat {directory}/pids.max > {seen}"]}]}
+    bundle = make_bundle(tmp_path / "b", ["true"], mutate=hooked)
+    pyoci.create(pyoci.new_id(), bundle)
+    assert seen.read_text() == "42\n"
+
+
 def test_pids_limit_stops_a_fork_bomb(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sh", "-c", "for i in $(seq 60); do sleep 30 & done; wait"],
                          {"pids": {"limit": 20}})
@@ -176,12 +192,13 @@ def test_events_stats_names_what_runc_names(tmp_path):
     for runtime_command in (PYOCI, shutil.which("runc") or "/usr/sbin/runc"):
         with private_runtime(runtime_command) as runtime:
             container_id = start(runtime, tmp_path, ["sh", "-c", "while :; do :; done"],
-                                 {"cpu": {"quota": 1000, "period": 100000}}, name=runtime.name)
+                                 {"cpu": {"quota": 10000, "period": 100000}}, name=runtime.name)
             def throttled():
                 data = json.loads(runtime.run("events", "--stats", container_id).stdout)["data"]
-                return data if data["cpu"]["throttling"].get("throttledPeriods") else None
+                # throttledTime grows when a throttled period ends: after throttledPeriods.
+                return data if data["cpu"]["throttling"].get("throttledTime") else None
             seen[runtime.name] = names(wait_until(throttled, f"{runtime.name}'s container throttled"))
-    assert seen["pyoci"] == seen["runc"]
+    assert seen["pyoci"] == seen["runc"], sorted(seen["pyoci"] ^ seen["runc"])
 
 
 def cgroup2_mount():

@@ -103,7 +103,6 @@ class Manager:
         self.started = started
         self.unified = list(fs.paths) == [UNIFIED_KEY]
         self.extra_properties = list(extra_properties)
-        self.pending_resources = None
 
     def create(self):
         """Nothing yet: a scope cannot exist without a process (see add)."""
@@ -111,24 +110,20 @@ class Manager:
         return []
 
     def apply(self, resources):
-        if not self.started:
-            self.pending_resources = resources  # set with the first process
-            return
-        properties = resource_properties(resources, self.unified)
+        """The unit's properties, then the files. A property an annotation
+        set at the start is left as the annotation said, as with runc."""
+        annotated = {name for name, _ in self.extra_properties}
+        properties = [prop for prop in resource_properties(resources, self.unified)
+                      if prop[0] not in annotated]
         if properties:
             self._call("SetUnitProperties", "sba(sv)", self.unit, True, properties)
         self.fs.apply(resources)
 
     def add(self, pid):
-        if self.started:
-            self.fs.add(pid)
-            return
-        self._start(pid)
-        self.fs.create()
+        if not self.started:
+            self._start(pid)
+            self.fs.create()
         self.fs.add(pid)
-        if self.pending_resources is not None:
-            resources, self.pending_resources = self.pending_resources, None
-            self.fs.apply(resources)
 
     def _start(self, pid):
         properties = [
@@ -144,8 +139,6 @@ class Manager:
         else:
             properties += [("Slice", ("s", self.slice)), ("Delegate", ("b", True)),
                            ("PIDs", ("au", [pid]))]
-        if self.pending_resources is not None:
-            properties += resource_properties(self.pending_resources, self.unified)
         properties += self.extra_properties  # annotations override, as with runc
         with _connect() as bus:
             (job,) = _call(bus, "StartTransientUnit", "ssa(sv)a(sa(sv))",
