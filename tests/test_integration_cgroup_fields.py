@@ -178,14 +178,21 @@ class CgroupHost:
         return completed.stdout.split()
 
 
-# Names the hierarchies the script added, then removes (and names) what is left below them.
-LEFT_IN_ADDED_HIERARCHIES = """
+# Names the hierarchies the script added, then the cgroups below them.
+IN_ADDED_HIERARCHIES = """
 echo "$ADDED_HIERARCHIES" | tr ' ,' '\n\n'
 echo --
 for hierarchy in $ADDED_HIERARCHIES; do
-    find "/sys/fs/cgroup/$hierarchy" -mindepth 1 -depth -type d -print -exec rmdir {} +
+    find "/sys/fs/cgroup/$hierarchy" -mindepth 1 -type d
 done
 """
+
+
+def in_added_hierarchies():
+    """(controllers of the hierarchies the script adds, the cgroups in them)."""
+    output = subprocess.run([EVERY_V1_CONTROLLER, "sh", "-c", IN_ADDED_HIERARCHIES],
+                            capture_output=True, text=True, check=True).stdout.split()
+    return output[:output.index("--")], output[output.index("--") + 1:]
 
 
 def v1_hierarchies():
@@ -199,23 +206,30 @@ def v1_hierarchies():
 def controllers_given_back():
     """After the last container is gone, one more run frees the hierarchies
     the script made (hugetlb goes back to the hybrid host's cgroup2). A
-    cgroup left in them would keep them, and every process on the host
-    would then show hierarchies that no mount point has (containerd's
-    metrics fail on that): it is removed and the module fails."""
+    cgroup these tests left in them would keep them, and every process on
+    the host would then show hierarchies that no mount point has
+    (containerd's metrics fail on that): it is removed and the module fails.
+    Cgroups that were there before the tests are someone else's: they stay,
+    and so do the hierarchies that hold them."""
+    if UNIFIED:
+        yield
+        return
+    _, before = in_added_hierarchies()
     yield
-    if not UNIFIED:
-        output = subprocess.run([EVERY_V1_CONTROLLER, "sh", "-c", LEFT_IN_ADDED_HIERARCHIES],
-                                capture_output=True, text=True, check=True).stdout.split()
-        added, left = output[:output.index("--")], output[output.index("--") + 1:]
-
-        # Only an unmount that finds a hierarchy without cgroups frees it, and
-        # a removed cgroup takes a moment to be gone for good.
-        wait_until(lambda: all(v1_hierarchies()[c][1] == 1 for c in added),
-                   "the removed cgroups to be gone")
-        subprocess.run([EVERY_V1_CONTROLLER, "true"], check=True)
-        wait_until(lambda: all(v1_hierarchies()[c][0] == 0 for c in added),
-                   f"the kernel to free the {added} hierarchies")
-        assert left == [], f"cgroups left in the added hierarchies: {left}"
+    added, now = in_added_hierarchies()
+    left = [path for path in now if path not in before]
+    if left:  # deepest first
+        subprocess.run([EVERY_V1_CONTROLLER, "rmdir", *sorted(left, reverse=True)], check=True)
+    # Only an unmount that finds a hierarchy without cgroups frees it, and a
+    # removed cgroup takes a moment to be gone for good.
+    held = {c for path in before for c in path.split("/")[4].split(",")}
+    freed = [c for c in added if c not in held]
+    wait_until(lambda: all(v1_hierarchies()[c][1] == 1 for c in freed),
+               "the removed cgroups to be gone")
+    subprocess.run([EVERY_V1_CONTROLLER, "true"], check=True)
+    wait_until(lambda: all(v1_hierarchies()[c][0] == 0 for c in freed),
+               f"the kernel to free the {freed} hierarchies")
+    assert left == [], f"cgroups left in the added hierarchies: {left}"
 
 
 @pytest.fixture
