@@ -177,8 +177,10 @@ def mount_cgroupfs(sys, target, flags, paths, own_namespace):
         _mount_hierarchy(sys, target, flags, paths[UNIFIED_KEY], "cgroup2", None, own_namespace)
         return
     sys.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+    mount_names = {directory: os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
+                   for directory in paths.values()}
     for directory, key in directories(paths).items():
-        mount_name = os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
+        mount_name = mount_names[directory]
         sub = os.path.join(target, mount_name)
         if key == UNIFIED_KEY:
             _mount_hierarchy(sys, sub, flags, directory, "cgroup2", None, own_namespace)
@@ -186,7 +188,7 @@ def mount_cgroupfs(sys, target, flags, paths, own_namespace):
             data = key if key.startswith("name=") else mount_name
             _mount_hierarchy(sys, sub, flags, directory, "cgroup", data, own_namespace)
     for key, directory in paths.items():
-        mount_name = os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
+        mount_name = mount_names[directory]
         if key != mount_name and key in mount_name.split(","):
             os.symlink(mount_name, os.path.join(target, key))
     if flags & MS_RDONLY:

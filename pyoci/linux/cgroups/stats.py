@@ -6,6 +6,7 @@ and within them the fields runc tags `omitempty` left out when zero.
 import os
 
 HUGEPAGES = "/sys/kernel/mm/hugepages"
+UNLIMITED = 2**64 - 1  # a "max" limit, as runc reports it
 
 
 def _read(path, default=None):
@@ -16,7 +17,7 @@ def _read(path, default=None):
         return default
 
 
-def _int(path, unlimited=2**64 - 1):
+def _int(path, unlimited=UNLIMITED):
     """A number file; 'max' is UNLIMITED, a missing file 0."""
     text = _read(path)
     if text is None or text == "max":
@@ -167,28 +168,25 @@ def v1_stats(paths):
     return _sections(cpu, cpuset, memory, pids, _v1_blkio(paths.get("blkio")), hugetlb)
 
 
-# runc's order: the first group whose files are all there gives the stats.
-V1_BLKIO_GROUPS = (
-    (("ioServiceBytesRecursive", "blkio.bfq.io_service_bytes_recursive"),
-     ("ioServicedRecursive", "blkio.bfq.io_serviced_recursive")),
-    (("ioServiceBytesRecursive", "blkio.io_service_bytes_recursive"),
-     ("ioServicedRecursive", "blkio.io_serviced_recursive")),
-    (("ioServiceBytesRecursive", "blkio.throttle.io_service_bytes_recursive"),
-     ("ioServicedRecursive", "blkio.throttle.io_serviced_recursive")),
-    (("ioServiceBytesRecursive", "blkio.throttle.io_service_bytes"),
-     ("ioServicedRecursive", "blkio.throttle.io_serviced")),
+# runc's order: the first pair of files that are both there gives the stats.
+V1_BLKIO_FILES = (
+    ("blkio.bfq.io_service_bytes_recursive", "blkio.bfq.io_serviced_recursive"),
+    ("blkio.io_service_bytes_recursive", "blkio.io_serviced_recursive"),
+    ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"),
+    ("blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced"),
 )
+BLKIO_KEYS = ("ioServiceBytesRecursive", "ioServicedRecursive")
 
 
 def _v1_blkio(directory):
     if not directory:
         return None
-    for group in V1_BLKIO_GROUPS:
-        texts = [_read(f"{directory}/{name}") for _, name in group]
+    for names in V1_BLKIO_FILES:
+        texts = [_read(f"{directory}/{name}") for name in names]
         if None in texts:
             continue
         result = {}
-        for (key, _), text in zip(group, texts):
+        for key, text in zip(BLKIO_KEYS, texts):
             entries = []
             for line in text.splitlines():
                 parts = line.split()
@@ -213,7 +211,7 @@ def v2_stats(directory):
     limit, usage = _int(f"{directory}/memory.max"), _int(f"{directory}/memory.current")
     swap_limit = _int(f"{directory}/memory.swap.max")
     # As runc: swap as v1 counts it, memory plus swap.
-    if swap_limit != 2**64 - 1:
+    if swap_limit != UNLIMITED:
         swap_limit += limit
     memory = _memory(
         raw.get("file", 0),
@@ -244,9 +242,7 @@ def _v2_io(directory):
                                  ("rios", "Read", serviced), ("wios", "Write", serviced)):
             if key in values:
                 entries.append(_blkio_entry(major, minor, op, int(values[key])))
-    return _omit_empty({"ioServiceBytesRecursive": service_bytes,
-                        "ioServicedRecursive": serviced},
-                       "ioServiceBytesRecursive", "ioServicedRecursive")
+    return _omit_empty(dict(zip(BLKIO_KEYS, (service_bytes, serviced))), *BLKIO_KEYS)
 
 
 def oom_kills(paths):

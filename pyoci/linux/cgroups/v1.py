@@ -38,7 +38,6 @@ def hierarchies(root):
     return result
 
 
-
 class Manager:
     def __init__(self, paths):
         self.paths = dict(paths)
