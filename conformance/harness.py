@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -18,6 +19,10 @@ import pytest
 from conformance.bundle import BUSYBOX, bind_mount, make_bundle
 
 RUNTIME_COMMAND = os.environ.get("OCI_RUNTIME", "pyoci")
+# The runtimes compared where a test runs both: the pyoci installed beside
+# this interpreter, and the host's runc.
+PYOCI = str(Path(sys.executable).parent / "pyoci")
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
 COMMAND_TIMEOUT = 30
 WAIT_TIMEOUT = 10
 POLL_INTERVAL = 0.02

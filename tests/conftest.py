@@ -4,12 +4,10 @@ Integration tests drive the installed `pyoci` command (the one beside this
 interpreter) with conformance/harness.py's Runtime, Probe and LeakCheck.
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-PYOCI = str(Path(sys.executable).parent / "pyoci")
+from conformance.harness import PYOCI
 
 
 def _can_run_containers():

@@ -12,18 +12,16 @@ cgroup, so a wrong refusal fails as surely as a wrong value.
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 from conformance.bundle import make_bundle
-from conformance.harness import LeakCheck, Probe, private_runtime, wait_until
+from conformance.harness import PYOCI, LeakCheck, Probe, private_runtime, wait_until
 
 pytestmark = pytest.mark.root
 
-PYOCI = str(Path(sys.executable).parent / "pyoci")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
 EVERY_V1_CONTROLLER = str(Path(__file__).parent / "cgroups" / "with_every_v1_controller.sh")

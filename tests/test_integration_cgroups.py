@@ -3,22 +3,19 @@
 v2 host (tests/vm/run_in_v2_vm.sh boots one), reading v1 or v2 files."""
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conformance.bundle import make_bundle
-from conformance.harness import private_runtime, wait_until
+from conformance.harness import PYOCI, RUNC, private_runtime, wait_until
 
 pytestmark = pytest.mark.root
 
 V1 = Path("/sys/fs/cgroup")
 UNIFIED = (V1 / "cgroup.controllers").exists()
-PYOCI = str(Path(sys.executable).parent / "pyoci")
 
 
 def start(pyoci, tmp_path, args, resources=None, name="b"):
@@ -214,7 +211,7 @@ def test_events_stats_names_what_runc_names(tmp_path):
             if isinstance(item, dict) and key not in ("raw", "blkio", "hugetlb"):
                 result |= names(item, f"{prefix}{key}.")
         return result
-    for runtime_command in (PYOCI, shutil.which("runc") or "/usr/sbin/runc"):
+    for runtime_command in (PYOCI, RUNC):
         with private_runtime(runtime_command) as runtime:
             container_id = start(runtime, tmp_path, ["sh", "-c", "while :; do :; done"],
                                  {"cpu": {"quota": 10000, "period": 100000}}, name=runtime.name)

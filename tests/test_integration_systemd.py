@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import make_bundle
-from conformance.harness import Runtime, wait_until
+from conformance.harness import PYOCI, RUNC, Runtime, wait_until
 from pyoci.linux import cgroups
 
 pytestmark = pytest.mark.root
 
 SCRIPT = str(Path(__file__).parent / "systemd" / "in_systemd_namespaces.sh")
-PYOCI = str(Path(sys.executable).parent / "pyoci")
-RUNTIMES = {"pyoci": PYOCI, "runc": shutil.which("runc") or "/usr/sbin/runc"}
+RUNTIMES = {"pyoci": PYOCI, "runc": RUNC}
 UNIFIED = cgroups.detect_mode() == cgroups.UNIFIED
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import make_rootfs
+from conformance.harness import PYOCI, RUNC
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,14 +66,12 @@ def runtimes_under_test():
     listed = os.environ.get("OCI_ENGINE_RUNTIMES", "").strip()
     if listed:
         return [os.path.abspath(path.strip()) for path in listed.split(",") if path.strip()]
-    runc = shutil.which("runc") or "/usr/sbin/runc"
-    return [runc, default_pyoci()]
+    return [RUNC, default_pyoci()]
 
 
 def default_pyoci():
-    beside_python = Path(sys.executable).parent / "pyoci"
-    if beside_python.exists():
-        return str(beside_python)
+    if os.path.exists(PYOCI):
+        return PYOCI
     return str(REPO / ".venv" / "bin" / "pyoci")
 
 
