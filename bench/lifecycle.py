@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conformance.bundle import make_bundle  # noqa: E402
+from conformance.harness import PYOCI, RUNC  # noqa: E402
 
-PYOCI = str(Path(sys.executable).parent / "pyoci")
 STEPS = ("create", "start", "state", "kill", "delete")
 
 
@@ -76,7 +76,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--waiting", type=int, default=20)
-    parser.add_argument("--runc", default=shutil.which("runc") or "runc")
+    parser.add_argument("--runc", default=RUNC)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bundles = {"true": str(make_bundle(workdir / "true", ["true"])),
