@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYOCI := $(abspath $(VENV))/bin/pyoci
-APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd \
+APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd kmod \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit
 DEMO_DIR := build/demo
 

@@ -146,6 +146,13 @@ def join_namespace(ns_type, path):
     return mutate
 
 
+def user_namespace(config, host_base=100000):
+    """A ``mutate`` for make_bundle: a new user namespace, 65536 ids from HOST_BASE."""
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": host_base, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": host_base, "size": 65536}]
+
+
 def bind_mount(source, destination, *options):
     """A mounts entry binding host ``source`` (recursively) at ``destination``."""
     return {"destination": destination, "type": "none", "source": str(source),

@@ -28,6 +28,30 @@ int pyoci_mount(const char *source, const char *target, const char *fstype,
 
 int pyoci_umount2(const char *target, int flags) { return umount2(target, flags); }
 
+/* The new mount API (Linux 5.2; mount_setattr 5.12): detached copies of a
+ * tree, moved into place, and attributes set on a whole tree at once. */
+int pyoci_open_tree(int dirfd, const char *path, unsigned int flags)
+{
+    return open_tree(dirfd, path, flags);
+}
+
+int pyoci_move_mount(int from_dirfd, const char *from_path, int to_dirfd,
+                     const char *to_path, unsigned int flags)
+{
+    return move_mount(from_dirfd, from_path, to_dirfd, to_path, flags);
+}
+
+int pyoci_mount_setattr(int dirfd, const char *path, unsigned int flags,
+                        uint64_t attr_set, uint64_t attr_clr, uint64_t propagation,
+                        uint64_t userns_fd)
+{
+    struct mount_attr attr = {
+        .attr_set = attr_set, .attr_clr = attr_clr,
+        .propagation = propagation, .userns_fd = userns_fd,
+    };
+    return mount_setattr(dirfd, path, flags, &attr, sizeof(attr));
+}
+
 int pyoci_pivot_root(const char *new_root, const char *put_old)
 {
     return syscall(SYS_pivot_root, new_root, put_old);

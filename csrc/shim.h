@@ -11,6 +11,12 @@ int pyoci_setns(int fd, int nstype);
 int pyoci_mount(const char *source, const char *target, const char *fstype,
                 unsigned long flags, const char *data);
 int pyoci_umount2(const char *target, int flags);
+int pyoci_open_tree(int dirfd, const char *path, unsigned int flags);
+int pyoci_move_mount(int from_dirfd, const char *from_path, int to_dirfd,
+                     const char *to_path, unsigned int flags);
+int pyoci_mount_setattr(int dirfd, const char *path, unsigned int flags,
+                        uint64_t attr_set, uint64_t attr_clr, uint64_t propagation,
+                        uint64_t userns_fd);
 int pyoci_pivot_root(const char *new_root, const char *put_old);
 int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
                  uint32_t inheritable[2]);

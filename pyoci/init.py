@@ -35,7 +35,7 @@ def run(syscalls, context):
     own_mounts = linux.namespace("mount") is not None
     if own_mounts:
         rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
-                       linux.namespace("user") is not None)
+                       _MountSources(sock, config.mounts), linux.namespace("user") is not None)
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
@@ -272,6 +272,31 @@ def _cgroup_mounter(syscalls, context):
         cgroups.mount_cgroupfs(syscalls, target, options.flags, context.cgroup_paths,
                                own_namespace)
     return mount
+
+
+class _MountSources:
+    """Asks the runtime, which is the host's root in the host's namespaces,
+    for what init may not make itself: the source of a bind mount that only
+    the host's root can reach, and an idmapped copy of a source. The runtime
+    resolves the path in init's mount namespace, so sources under earlier
+    mounts are what those mounts made (pyoci/linux/mount_sources.py)."""
+
+    def __init__(self, sock, config_mounts):
+        self._sock = sock
+        self._indexes = {id(mount): index for index, mount in enumerate(config_mounts)}
+
+    def open(self, mount):
+        """An O_PATH descriptor of the mount's source."""
+        return self._request(mount, idmapped=False)
+
+    def idmapped(self, mount):
+        """A detached, idmapped copy of the mount's source, for move_mount."""
+        return self._request(mount, idmapped=True)
+
+    def _request(self, mount, idmapped):
+        sync.send(self._sock, sync.MOUNT_SOURCE, index=self._indexes[id(mount)],
+                  idmapped=idmapped)
+        return sync.receive_fd(self._sock, sync.MOUNT_FD)
 
 
 def close_fds_except(keep):

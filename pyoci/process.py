@@ -13,6 +13,7 @@ import signal
 from pyoci import sync
 from pyoci.errors import ExecError, describe
 from pyoci.linux import namespaces
+from pyoci.linux.mount_sources import MountSources
 from pyoci.linux import syscalls as sc
 
 WAITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyoci-waiter")
@@ -128,11 +129,26 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
         if config.process and config.process.oom_score_adj is not None:
             _write_oom_score_adj(init_pid, config.process.oom_score_adj)
         fork.go()
-        sync.receive(fork.sock, sync.RUN_HOOKS)
+        _serve_mount_sources(fork.sock, MountSources(sc.syscalls(), config, context.bundle,
+                                                     init_pid))
         container_state = on_create_hooks(init_pid)
         sync.send(fork.sock, sync.HOOKS_DONE, state=container_state)
         fork.wait_for_exec()
         return init_pid
+
+
+def _serve_mount_sources(sock, sources):
+    """Answer init's MOUNT_SOURCE requests until it asks for the hooks."""
+    try:
+        while (message := sync.receive(sock, sync.MOUNT_SOURCE, sync.RUN_HOOKS))["type"] \
+                == sync.MOUNT_SOURCE:
+            fd = sources.open(message["index"], message["idmapped"])
+            try:
+                sync.send_fd(sock, sync.MOUNT_FD, fd)
+            finally:
+                os.close(fd)
+    finally:
+        sources.close()
 
 
 def spawn_exec(context, add_to_cgroups):

@@ -8,6 +8,7 @@ import json
 import os
 
 from pyoci.errors import ConfigError
+from pyoci.linux import mounts
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -218,7 +219,7 @@ def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
     for rule in (_check_version, _check_root, _check_namespaces,
                  _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute, _check_sysctls):
+                 _check_cwd_absolute, _check_sysctls, mounts.check):
         rule(config)
 
 

@@ -21,6 +21,11 @@ runtime then undoes what create did.
   write oom_score_adj
   GO ------------------------------------------------------------------>
                                                                    mounts, devices
+               <----------------------------------------------------- [MOUNT_SOURCE {index,
+                                                                    idmapped}, any number]
+  open the source, or an idmapped
+  copy of it, in init's mount ns
+  MOUNT_FD + fd ------------------------------------------------------->
                <----------------------------------------------------- RUN_HOOKS
   cgroup limits (as runc: init's
   setup is not throttled)
@@ -51,6 +56,8 @@ from pyoci.errors import ExecError
 ID_MAP_REQUEST = "id_map_request"
 GO = "go"
 INIT_PID = "init_pid"
+MOUNT_SOURCE = "mount_source"
+MOUNT_FD = "mount_fd"
 RUN_HOOKS = "run_hooks"
 HOOKS_DONE = "hooks_done"
 READY = "ready"
@@ -73,19 +80,37 @@ def send_error(sock, message):
     send(sock, ERROR, message=message)
 
 
-def receive(sock, expected):
-    """The next message, which must be of type EXPECTED.
+def send_fd(sock, message_type, fd, **fields):
+    fields["type"] = message_type
+    socket.send_fds(sock, [json.dumps(fields).encode()], [fd])
+
+
+def receive(sock, *expected):
+    """The next message, which must be of one of the types EXPECTED.
 
     An error message, or the peer vanishing, becomes an ExecError.
     """
-    data = sock.recv(_MAX_PACKET)
+    return _check(sock.recv(_MAX_PACKET), expected)
+
+
+def receive_fd(sock, expected):
+    """The next message, of type EXPECTED, with the one descriptor it carries."""
+    data, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 1)
+    _check(data, (expected,))
+    if not fds:
+        raise ExecError(f"{expected} came without a file descriptor")
+    return fds[0]
+
+
+def _check(data, expected):
+    names = " or ".join(expected)
     if not data:
-        raise ExecError(f"container init exited before sending {expected}")
+        raise ExecError(f"container init exited before sending {names}")
     message = json.loads(data)
     if message["type"] == ERROR:
         raise ExecError(message["message"])
-    if message["type"] != expected:
-        raise ExecError(f"container init sent {message['type']}, expected {expected}")
+    if message["type"] not in expected:
+        raise ExecError(f"container init sent {message['type']}, expected {names}")
     return message
 
 

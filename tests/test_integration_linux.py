@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.bundle import bind_mount, make_bundle
+from conformance.bundle import bind_mount, make_bundle, user_namespace
 from conformance.harness import ConsoleSocket, read_until_closed
 
 pytestmark = pytest.mark.root
@@ -34,12 +34,6 @@ def userns_probe(pyoci):
     probe.bundle = bundle
     yield probe
     shutil.rmtree(directory)
-
-
-def user_namespace(config, host_base=100000):
-    config["linux"]["namespaces"].append({"type": "user"})
-    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": host_base, "size": 65536}]
-    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": host_base, "size": 65536}]
 
 
 def test_user_namespace_maps_ids(userns_probe):

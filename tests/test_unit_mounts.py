@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pyoci.errors import ConfigError, ExecError
-from pyoci.linux.mounts import (FLAG_OPTIONS, MS_BIND, MS_NOEXEC, MS_NOSUID,
-                                MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT,
-                                MS_SHARED, MS_SLAVE, MS_STRICTATIME, MS_UNBINDABLE,
-                                PROPAGATION_OPTIONS, MountOptions, propagation_flag,
-                                secure_join)
+from pyoci.linux import syscalls as sc
+from pyoci.linux.mounts import (FLAG_OPTIONS, MS_BIND, MS_NOATIME, MS_NODEV, MS_NOEXEC,
+                                MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC,
+                                MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
+                                MS_UNBINDABLE, PROPAGATION_OPTIONS, MountOptions,
+                                bind_remount_flags, propagation_flag, secure_join)
 
 
 # ---------------------------------------------------------------- MountOptions
@@ -112,6 +113,48 @@ class TestMountOptions:
         assert options.data == ",".join(n for n in names if n not in FLAG_OPTIONS
                                         and n not in PROPAGATION_OPTIONS and n != "tmpcopyup")
         assert options.tmpcopyup == ("tmpcopyup" in names)
+
+
+class TestRecursiveOptions:
+    def test_set_and_clear_fold_in_order(self):
+        options = MountOptions(["rro", "rnosuid", "rrw"])
+        assert options.recursive_set == sc.MOUNT_ATTR_NOSUID
+        assert options.recursive_clear == sc.MOUNT_ATTR_RDONLY
+        assert options.flags == 0 and options.data == ""
+
+    def test_an_atime_mode_replaces_the_whole_field(self):
+        """mount_setattr takes an atime mode only with the field cleared first."""
+        options = MountOptions(["rnoatime", "rstrictatime"])
+        assert options.recursive_set == sc.MOUNT_ATTR_STRICTATIME
+        assert options.recursive_clear == sc.MOUNT_ATTR__ATIME
+        assert MountOptions(["ratime"]).recursive_set == sc.MOUNT_ATTR_RELATIME
+        assert MountOptions(["ratime"]).recursive_clear == sc.MOUNT_ATTR__ATIME
+
+    def test_idmap_options_are_not_mount_data(self):
+        assert MountOptions(["rbind", "ridmap"]).idmap == "ridmap"
+        assert MountOptions(["idmap"]).data == ""
+
+
+class TestBindRemountFlags:
+    SOURCE = MS_RDONLY | MS_NODEV | MS_NOEXEC | MS_NOSYMFOLLOW | MS_NOATIME
+
+    def flags(self, *names):
+        options = MountOptions(["rbind", *names])
+        return bind_remount_flags(options.flags, options.cleared, self.SOURCE)
+
+    def test_no_flag_named_means_no_remount(self):
+        assert self.flags() is None
+        assert self.flags("rprivate") is None
+
+    def test_named_flags_are_added_to_the_sources(self):
+        assert self.flags("nosuid") == self.SOURCE | MS_NOSUID
+
+    def test_explicit_clears_clear_even_a_sources_flag(self):
+        assert self.flags("rw") == self.SOURCE & ~MS_RDONLY
+        assert self.flags("symfollow", "exec") == self.SOURCE & ~(MS_NOSYMFOLLOW | MS_NOEXEC)
+
+    def test_an_atime_option_replaces_the_sources_mode(self):
+        assert self.flags("relatime") == (self.SOURCE & ~MS_NOATIME) | MS_RELATIME
 
 
 class TestPropagationFlag:

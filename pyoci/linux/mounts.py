@@ -3,6 +3,7 @@ import os
 import stat
 
 from pyoci.errors import ConfigError, ExecError, errno_text
+from pyoci.linux import syscalls as sc
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -47,7 +48,7 @@ FLAG_OPTIONS = {
     "remount": (False, MS_REMOUNT), "ro": (False, MS_RDONLY),
     "rw": (True, MS_RDONLY), "silent": (False, MS_SILENT),
     "strictatime": (False, MS_STRICTATIME), "suid": (True, MS_NOSUID),
-    "sync": (False, MS_SYNCHRONOUS),
+    "symfollow": (True, MS_NOSYMFOLLOW), "sync": (False, MS_SYNCHRONOUS),
 }
 
 PROPAGATION_OPTIONS = {
@@ -57,34 +58,90 @@ PROPAGATION_OPTIONS = {
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
 
+# Recursive attributes (mount_setattr(2) with AT_RECURSIVE): option -> (clear?, attribute).
+# The atime modes are one field, not bits: setting one clears the field first.
+RECURSIVE_OPTIONS = {
+    "rro": (False, sc.MOUNT_ATTR_RDONLY), "rrw": (True, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, sc.MOUNT_ATTR_NOSUID), "rsuid": (True, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, sc.MOUNT_ATTR_NODEV), "rdev": (True, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, sc.MOUNT_ATTR_NOEXEC), "rexec": (True, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, sc.MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, sc.MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (False, sc.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, sc.MOUNT_ATTR_NOSYMFOLLOW),
+    # relatime is the atime field's zero: there is nothing to clear, as for
+    # runc and util-linux's mount.
+    "rnorelatime": (True, sc.MOUNT_ATTR_RELATIME),
+}
+RECURSIVE_ATIME_OPTIONS = {
+    "rrelatime": sc.MOUNT_ATTR_RELATIME,
+    "rnoatime": sc.MOUNT_ATTR_NOATIME, "ratime": sc.MOUNT_ATTR_RELATIME,
+    "rstrictatime": sc.MOUNT_ATTR_STRICTATIME, "rnostrictatime": sc.MOUNT_ATTR_RELATIME,
+}
+
 # Options pyoci handles itself rather than passing to the kernel.
 TMPCOPYUP = "tmpcopyup"
+IDMAP_OPTIONS = ("idmap", "ridmap")
+
+# The flags a bind mount has per mount (MS_REMOUNT | MS_BIND sets them all at once).
+ATIME_FLAGS = MS_NOATIME | MS_RELATIME | MS_STRICTATIME
+PER_MOUNT_FLAGS = (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOSYMFOLLOW |
+                   MS_NODIRATIME | ATIME_FLAGS)
+ST_NOSYMFOLLOW = 0x2000  # statfs(2) f_flags; os lacks the name
 
 
 class MountOptions:
-    """A mount's options split into flags, propagation, data and extensions."""
-    __slots__ = ("flags", "propagation", "data", "tmpcopyup")
+    """A mount's options split into flags (set and explicitly cleared),
+    propagation, recursive attributes, data and pyoci's own extensions."""
+    __slots__ = ("flags", "cleared", "propagation", "recursive_set", "recursive_clear",
+                 "data", "tmpcopyup", "idmap")
 
     def __init__(self, options):
-        self.flags = 0
+        self.flags = self.cleared = 0
+        self.recursive_set = self.recursive_clear = 0
         self.propagation = []
         data = []
         self.tmpcopyup = False
+        self.idmap = None
         for option in options:
             if option in FLAG_OPTIONS:
                 clear, flag = FLAG_OPTIONS[option]
-                self.flags = self.flags & ~flag if clear else self.flags | flag
+                if clear:
+                    self.flags &= ~flag
+                    self.cleared |= flag
+                else:
+                    self.flags |= flag
+                    self.cleared &= ~flag
             elif option in PROPAGATION_OPTIONS:
                 self.propagation.append(PROPAGATION_OPTIONS[option])
+            elif option in RECURSIVE_OPTIONS:
+                clear, attribute = RECURSIVE_OPTIONS[option]
+                self._recursive(attribute, 0, clear)
+            elif option in RECURSIVE_ATIME_OPTIONS:
+                self._recursive(RECURSIVE_ATIME_OPTIONS[option], sc.MOUNT_ATTR__ATIME, False)
             elif option == TMPCOPYUP:
                 self.tmpcopyup = True
+            elif option in IDMAP_OPTIONS:
+                self.idmap = option
             else:
                 data.append(option)
         self.data = ",".join(data)
 
+    def _recursive(self, attribute, field, clear):
+        if clear:
+            self.recursive_set &= ~attribute
+            self.recursive_clear |= attribute
+        else:
+            self.recursive_set = (self.recursive_set & ~field) | attribute
+            self.recursive_clear = (self.recursive_clear & ~attribute) | field
+
     @property
     def is_bind(self):
         return bool(self.flags & MS_BIND)
+
+    @property
+    def has_recursive(self):
+        return bool(self.recursive_set or self.recursive_clear)
 
 
 def propagation_flag(name):
@@ -93,6 +150,36 @@ def propagation_flag(name):
         return PROPAGATION_OPTIONS[name]
     except KeyError:
         raise ConfigError(f"config.json: linux.rootfsPropagation: unknown value {name!r}") from None
+
+
+def is_bind_mount(mount, options=None):
+    return (options or MountOptions(mount.options)).is_bind or mount.type == "bind"
+
+
+def source_path(mount, bundle):
+    """A bind mount's source: absolute, or relative to the bundle."""
+    source = mount.source or ""
+    return source if source.startswith("/") else os.path.join(bundle, source)
+
+
+def check(config):
+    """What create refuses in `mounts` before anything is made."""
+    has_userns = config.linux.namespace("user") is not None
+    for index, mount in enumerate(config.mounts):
+        where = f"config.json: mounts[{index}] ({mount.destination})"
+        options = MountOptions(mount.options)
+        bind = is_bind_mount(mount, options)
+        if bind and options.data:
+            raise ConfigError(f"{where}: option {options.data.split(',')[0]!r} is not a "
+                              "bind mount option")
+        if options.idmap or mount.uid_mappings or mount.gid_mappings:
+            if not bind:
+                raise ConfigError(f"{where}: idmapped mounts are only supported for bind mounts")
+            if bool(mount.uid_mappings) != bool(mount.gid_mappings):
+                raise ConfigError(f"{where}: uidMappings and gidMappings go together")
+            if not mount.uid_mappings and not has_userns:
+                raise ConfigError(f"{where}: {options.idmap} needs uidMappings and gidMappings, "
+                                  "or a user namespace whose mappings it takes")
 
 
 def secure_join(root, path):
@@ -138,80 +225,173 @@ def make_mount_point(target, source_is_dir=True):
 
 
 def remount_bind(sys, target, flags):
-    """Apply FLAGS to an existing bind mount.
+    """Add FLAGS to an existing bind mount, keeping those it has.
 
-    A mount inherited from a more privileged namespace keeps its locked flags
-    (nodev, nosuid, noexec, ro...); retry with them when the kernel insists.
+    A mount inherited from a more privileged namespace has its flags locked
+    (nodev, nosuid, noexec, ro, the atime mode): the kernel refuses a
+    remount that would clear one, and a remount clears what it is not given.
     """
-    flags |= MS_BIND | MS_REMOUNT
-    try:
-        sys.mount(None, target, None, flags)
-    except PermissionError:
-        sys.mount(None, target, None, flags | locked_flags(target))
+    sys.mount(None, target, None, MS_BIND | MS_REMOUNT | mount_flags(target) | flags)
 
 
-def locked_flags(path):
+def mount_flags(path):
+    """The per-mount flags of the mount at PATH, as mount(2) takes them."""
     vfs = os.statvfs(path)
     mapping = {os.ST_RDONLY: MS_RDONLY, os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV,
                os.ST_NOEXEC: MS_NOEXEC, os.ST_NOATIME: MS_NOATIME,
-               os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
-    return sum(flag for st, flag in mapping.items() if vfs.f_flag & st)
+               os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME,
+               ST_NOSYMFOLLOW: MS_NOSYMFOLLOW}
+    flags = sum(flag for st, flag in mapping.items() if vfs.f_flag & st)
+    return flags if flags & ATIME_FLAGS else flags | MS_STRICTATIME
 
 
-def mount_entry(sys, rootfs, bundle, mount, cgroup_mounter):
-    """Mount one config entry under ROOTFS (before pivot_root)."""
-    options = MountOptions(mount.options)
-    target = secure_join(rootfs, mount.destination)
+def bind_remount_flags(flags, cleared, source_flags):
+    """The flags to remount a new bind mount with, or None if it needs no remount.
+
+    As runc: what the options set or clear by name is applied, and every
+    other flag of the source (locked or not) is kept; an atime option
+    replaces the source's whole atime mode.
+    """
+    named = (flags | cleared) & PER_MOUNT_FLAGS
+    if not named:
+        return None
+    kept = source_flags & ~cleared
+    if named & ATIME_FLAGS:
+        kept &= ~ATIME_FLAGS
+    return (kept | flags) & PER_MOUNT_FLAGS
+
+
+class Entry:
+    """One config mount being made: where it goes, and what is applied once
+    every mount and device exists (read-only of a mount others go under)."""
+    __slots__ = ("mount", "options", "target", "defer_readonly")
+
+    def __init__(self, rootfs, mount, defer_readonly=False):
+        self.mount = mount
+        self.options = MountOptions(mount.options)
+        self.target = secure_join(rootfs, mount.destination)
+        self.defer_readonly = defer_readonly and bool(
+            self.options.flags & MS_RDONLY or self.options.recursive_set & sc.MOUNT_ATTR_RDONLY)
+
+    def describe(self):
+        return f"mount {self.mount.source or self.mount.type} to {self.mount.destination}"
+
+    def fail(self, exc):
+        return ExecError(f"{self.describe()}: {errno_text(exc.errno)}")
+
+
+def mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources):
+    """Mount one config entry under ROOTFS (before pivot_root).
+
+    SOURCES opens bind sources init cannot reach and makes idmapped copies
+    (pyoci/linux/mount_sources.py, by way of the runtime).
+    """
+    mount, options, target = entry.mount, entry.options, entry.target
+    flags = options.flags & ~MS_RDONLY if entry.defer_readonly else options.flags
     try:
-        if options.is_bind or mount.type == "bind":
-            _bind(sys, bundle, mount, options, target)
+        if is_bind_mount(mount, options):
+            _bind(sys, bundle, entry, flags, sources)
         elif mount.type == "cgroup":
+            make_mount_point(target)
             cgroup_mounter(target, options)
         else:
-            _mount_fs(sys, mount, options, target)
+            _mount_fs(sys, rootfs, entry, flags)
+        _set_recursive(sys, entry, options.recursive_set & ~(
+            sc.MOUNT_ATTR_RDONLY if entry.defer_readonly else 0))
         for flag in options.propagation:
             sys.mount(None, target, None, flag)
     except OSError as exc:
-        raise ExecError(f"mount {mount.source or mount.type} to {mount.destination}: "
+        raise entry.fail(exc) from None
+
+
+def finish_entry(sys, entry):
+    """The read-only part of a mount that other mounts went under."""
+    if not entry.defer_readonly:
+        return
+    try:
+        sys.mount_setattr(entry.target, sc.MOUNT_ATTR_RDONLY,
+                          recursive=bool(entry.options.recursive_set & sc.MOUNT_ATTR_RDONLY))
+    except OSError as exc:
+        raise entry.fail(exc) from None
+
+
+def _set_recursive(sys, entry, attr_set):
+    options = entry.options
+    if not (attr_set or options.recursive_clear):
+        return
+    try:
+        sys.mount_setattr(entry.target, attr_set, options.recursive_clear, recursive=True)
+    except OSError as exc:
+        raise ExecError(f"{entry.describe()}: set recursive mount attributes: "
                         f"{errno_text(exc.errno)}") from None
 
 
-def _bind(sys, bundle, mount, options, target):
-    source = mount.source or ""
-    if not source.startswith("/"):
-        source = os.path.join(bundle, source)
-    source_stat = os.stat(source)
+def _bind(sys, bundle, entry, flags, sources):
+    mount, options, target = entry.mount, entry.options, entry.target
+    source = source_path(mount, bundle)
+    try:
+        source_stat = os.stat(source)
+    except PermissionError:
+        # Only the host's root may reach it (a user namespace's root may not).
+        source_fd = sources.open(mount)
+        source, source_stat = f"/proc/self/fd/{source_fd}", os.fstat(source_fd)
     make_mount_point(target, stat.S_ISDIR(source_stat.st_mode))
-    sys.mount(source, target, "bind", MS_BIND | (options.flags & MS_REC))
-    extra = options.flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
-    if extra:
-        remount_bind(sys, target, extra | (options.flags & MS_REC))
+    if options.idmap or mount.uid_mappings:
+        tree = sources.idmapped(mount)
+        try:
+            sys.move_mount_fd(tree, target)
+        finally:
+            os.close(tree)
+    else:
+        sys.mount(source, target, "bind", MS_BIND | (flags & MS_REC))
+    remount = bind_remount_flags(flags, options.cleared, mount_flags(target))
+    if remount is not None:
+        sys.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
 
 
-def _mount_fs(sys, mount, options, target):
+def _mount_fs(sys, rootfs, entry, flags):
+    mount, options, target = entry.mount, entry.options, entry.target
+    if mount.type in ("proc", "sysfs"):
+        _check_ordinary_directory(rootfs, entry)
+    data = options.data
+    if mount.type == "tmpfs" and "mode=" not in data and os.path.isdir(target):
+        # As runc: a tmpfs takes the mode of the directory it covers,
+        # setuid, setgid and sticky bits included.
+        mode = f"mode={stat.S_IMODE(os.stat(target).st_mode):04o}"
+        data = f"{mode},{data}" if data else mode
     make_mount_point(target)
     if options.tmpcopyup:
-        _mount_tmpfs_copyup(sys, mount, options, target)
+        _mount_tmpfs_copyup(sys, mount, flags, data, target)
         return
     try:
-        sys.mount(mount.source or mount.type, target, mount.type, options.flags, options.data or None)
+        sys.mount(mount.source or mount.type, target, mount.type, flags, data or None)
     except PermissionError:
         if mount.type != "sysfs":
             raise
         # sysfs refuses a network namespace we do not own: show the host's, as runc does.
         sys.mount("/sys", target, "bind", MS_BIND | MS_REC)
-        remount_bind(sys, target, options.flags | MS_REC)
+        remount_bind(sys, target, flags)
 
 
-def _mount_tmpfs_copyup(sys, mount, options, target):
+def _check_ordinary_directory(rootfs, entry):
+    """proc and sysfs never go through a link or over a file of the image:
+    that has been the way to mount them somewhere the masks do not reach."""
+    destination = entry.mount.destination.rstrip("/") or "/"
+    parent = secure_join(rootfs, os.path.dirname(destination))
+    place = os.path.join(parent, os.path.basename(destination))
+    if os.path.lexists(place) and (os.path.islink(place) or not os.path.isdir(place)):
+        raise ExecError(f"{entry.describe()}: filesystem {entry.mount.type!r} must be mounted "
+                        "on ordinary directory")
+
+
+def _mount_tmpfs_copyup(sys, mount, flags, data, target):
     """tmpfs whose initial content is a copy of what the image had there."""
     image_dir = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        sys.mount(mount.source or "tmpfs", target, mount.type, options.flags & ~MS_RDONLY,
-                  options.data or None)
+        sys.mount(mount.source or "tmpfs", target, mount.type, flags & ~MS_RDONLY, data or None)
         copy_tree(image_dir, target)
-        if options.flags & MS_RDONLY:
-            sys.mount(None, target, None, options.flags | MS_REMOUNT)
+        if flags & MS_RDONLY:
+            sys.mount(None, target, None, flags | MS_REMOUNT, data or None)
     finally:
         os.close(image_dir)
 

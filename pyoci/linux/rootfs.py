@@ -8,32 +8,50 @@ import os
 
 from pyoci.errors import ExecError, errno_text
 from pyoci.linux import devices, mounts
-from pyoci.linux.mounts import (MNT_DETACH, MS_BIND, MS_MOVE, MS_PRIVATE, MS_RDONLY,
-                                MS_REC, MS_SLAVE, remount_bind, secure_join)
+from pyoci.linux import syscalls as sc
+from pyoci.linux.mounts import (MNT_DETACH, MS_BIND, MS_MOVE, MS_RDONLY, MS_REC, MS_SLAVE,
+                                remount_bind, secure_join)
 
 
-def prepare(sys, config, bundle, cgroup_mounter, in_user_namespace):
+def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
+    """SOURCES: see mounts.mount_entry."""
     rootfs = config.root_path
-    propagation = config.linux.rootfs_propagation
-    # Nothing done in here may propagate back to the host.
-    root_flag = mounts.propagation_flag(propagation) if propagation else MS_SLAVE | MS_REC
-    _mount_or_fail(sys, None, "/", None, root_flag, "set propagation of /")
-    _make_parent_private(sys, rootfs)
+    # Nothing done in here may propagate back to the host: every mount is a
+    # slave (of the host's peer group, where the host's is shared), which
+    # also lets pivot_root take the rootfs. rootfsPropagation is applied to
+    # the new root once it is the root (finish).
+    _mount_or_fail(sys, None, "/", None, MS_SLAVE | MS_REC, "set propagation of /")
     _mount_or_fail(sys, rootfs, rootfs, "bind", MS_BIND | MS_REC, "bind rootfs")
-    for mount in config.mounts:
-        mounts.mount_entry(sys, rootfs, bundle, mount, cgroup_mounter)
+    entries = [mounts.Entry(rootfs, mount, _others_go_under(mount, config.mounts[index + 1:]))
+               for index, mount in enumerate(config.mounts)]
+    for entry in entries:
+        mounts.mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources)
     if config.process:
         os.makedirs(secure_join(rootfs, config.process.cwd), 0o755, exist_ok=True)
     if not _dev_is_bound(config):
         devices.create_devices(sys, rootfs, devices.nodes_for(config.linux.devices),
                                in_user_namespace)
         devices.create_symlinks(rootfs)
+    for entry in entries:
+        mounts.finish_entry(sys, entry)
+
+
+def _others_go_under(mount, later_mounts):
+    """Whether later mounts, or the devices pyoci makes, go below MOUNT: it is
+    then made writable and turned read-only once they exist, as runc does
+    for a read-only /dev."""
+    destination = os.path.normpath(mount.destination)
+    if destination == "/dev":
+        return True
+    prefix = destination.rstrip("/") + "/"
+    return any(os.path.normpath(later.destination).startswith(prefix) for later in later_mounts)
 
 
 def enter(sys, rootfs, no_pivot):
     """Make ROOTFS the root: pivot_root, or MS_MOVE + chroot with --no-pivot."""
     try:
         if no_pivot:
+            _detach_host_proc_and_sys(sys, rootfs)
             os.chdir(rootfs)
             sys.mount(rootfs, "/", None, MS_MOVE)
             os.chroot(".")
@@ -42,6 +60,39 @@ def enter(sys, rootfs, no_pivot):
         os.chdir("/")
     except OSError as exc:
         raise ExecError(f"pivot_root {rootfs}: {errno_text(exc.errno)}") from None
+
+
+def _detach_host_proc_and_sys(sys, rootfs):
+    """Without pivot_root the host's mounts stay in our mount table, below the
+    chroot. An unmasked procfs or sysfs there would let the container mount a
+    fresh, unmasked one (the kernel allows that while a fully visible one
+    exists): detach them, or cover one that cannot be detached."""
+    detached = []
+    for point, fs_type in _mount_table():
+        if fs_type not in ("proc", "sysfs") or _is_below(point, rootfs):
+            continue
+        if any(_is_below(point, done) for done in detached):
+            continue
+        try:
+            sys.umount2(point, MNT_DETACH)
+        except OSError:
+            sys.mount("tmpfs", point, "tmpfs", MS_RDONLY, "size=0")
+        detached.append(point)
+
+
+def _is_below(path, directory):
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _mount_table():
+    """(mount point, filesystem type) of every mount in ours, in mount order."""
+    table = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")
+            table.append((point, fields[fields.index("-") + 1]))
+    return table
 
 
 def chroot(rootfs):
@@ -77,8 +128,7 @@ def finish(sys, config):
                        "set rootfs propagation")
     for path in config.linux.readonly_paths:
         _readonly_path(sys, path)
-    for path in config.linux.masked_paths:
-        _mask_path(sys, path)
+    _mask_paths(sys, config.linux.masked_paths)
     if config.root_readonly:
         try:
             remount_bind(sys, "/", MS_RDONLY | MS_REC)
@@ -96,31 +146,43 @@ def _readonly_path(sys, path):
         raise ExecError(f"make {path} read-only: {errno_text(exc.errno)}") from None
 
 
-def _mask_path(sys, path):
+def _mask_paths(sys, paths):
+    """/dev/null over each file; over each directory, one empty read-only
+    tmpfs shared by all of them (as runc: one superblock, not one each)."""
+    empty_dir = None
     try:
-        if os.path.isdir(path):
-            sys.mount("tmpfs", path, "tmpfs", MS_RDONLY)
-        elif os.path.lexists(path):
-            sys.mount("/dev/null", path, None, MS_BIND)
-    except OSError as exc:
-        raise ExecError(f"mask {path}: {errno_text(exc.errno)}") from None
+        for path in paths:
+            _refuse_link_to_kernel_files(path)
+            try:
+                if os.path.isdir(path):
+                    if empty_dir is None:
+                        sys.mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
+                        empty_dir = sys.open_tree(path, sc.OPEN_TREE_CLOEXEC)
+                    else:
+                        copy = sys.open_tree("", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
+                                             sc.AT_EMPTY_PATH, dirfd=empty_dir)
+                        try:
+                            sys.move_mount_fd(copy, path)
+                        finally:
+                            os.close(copy)
+                elif os.path.lexists(path):
+                    sys.mount("/dev/null", path, None, MS_BIND)
+            except OSError as exc:
+                raise ExecError(f"mask {path}: {errno_text(exc.errno)}") from None
+    finally:
+        if empty_dir is not None:
+            os.close(empty_dir)
 
 
-def _make_parent_private(sys, rootfs):
-    """pivot_root refuses a new root whose parent mount is shared."""
-    mount_point = _mount_point_of(rootfs)
-    _mount_or_fail(sys, None, mount_point, None, MS_PRIVATE, f"make {mount_point} private")
-
-
-def _mount_point_of(path):
-    """The mount point that contains PATH, from our mountinfo."""
-    best = "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4]
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-                best = point
-    return best
+def _refuse_link_to_kernel_files(path):
+    """A masked path that is a link into /proc or /sys would mask something
+    other than what the config names, or nothing at all."""
+    if not os.path.islink(path):
+        return
+    target = os.path.realpath(path)
+    if any(_is_below(target, kernel) for kernel in ("/proc", "/sys")):
+        raise ExecError(f"mask {path}: is a symbolic link to {target}, "
+                        "which must not be masked through a link")
 
 
 def _dev_is_bound(config):

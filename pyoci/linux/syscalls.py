@@ -28,6 +28,25 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# The new mount API (linux/mount.h, fcntl.h).
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
 # bpf(2) (linux/bpf.h).
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
@@ -74,6 +93,26 @@ class Syscalls:
 
     def umount2(self, target, flags):
         _check(self._lib.pyoci_umount2(target.encode(), flags), "umount", target)
+
+    def open_tree(self, path, flags, dirfd=AT_FDCWD):
+        """A file descriptor for the mount at PATH (a detached copy with OPEN_TREE_CLONE)."""
+        return _check(self._lib.pyoci_open_tree(dirfd, path.encode(), flags), "open_tree", path)
+
+    def move_mount_fd(self, mount_fd, target):
+        """Attach the (detached) mount MOUNT_FD at TARGET."""
+        _check(self._lib.pyoci_move_mount(mount_fd, b"", AT_FDCWD, target.encode(),
+                                          MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target)
+
+    def mount_setattr(self, target, attr_set, attr_clr=0, recursive=False, userns_fd=0):
+        """Set and clear MOUNT_ATTR_* on the mount TARGET (a path or a mount fd),
+        and on every mount below it when RECURSIVE."""
+        flags = AT_RECURSIVE if recursive else 0
+        if isinstance(target, int):
+            dirfd, path, flags = target, b"", flags | AT_EMPTY_PATH
+        else:
+            dirfd, path = AT_FDCWD, target.encode()
+        _check(self._lib.pyoci_mount_setattr(dirfd, path, flags, attr_set, attr_clr, 0, userns_fd),
+               "mount_setattr", None if isinstance(target, int) else target)
 
     def pivot_root(self, new_root, put_old):
         _check(self._lib.pyoci_pivot_root(new_root.encode(), put_old.encode()),
