@@ -176,25 +176,35 @@ class Config:
         self.linux = Linux(raw.get("linux"))
 
 
-# Settings pyoci cannot apply yet: refused, never silently dropped.
+# Settings pyoci cannot apply (yet, or on Linux): refused, never silently dropped.
 UNSUPPORTED = (
-    ("process", "apparmorProfile", "AppArmor is not supported"),
-    ("process", "selinuxLabel", "SELinux is not supported"),
-    ("process", "ioPriority", "I/O priority is not supported yet"),
-    ("process", "scheduler", "scheduling policies are not supported yet"),
-    ("process", "execCPUAffinity", "CPU affinity is not supported yet"),
-    ("linux", "mountLabel", "SELinux is not supported"),
-    ("linux", "intelRdt", "Intel RDT is not supported"),
-    ("linux", "netDevices", "moving network devices is not supported yet"),
-    ("linux", "memoryPolicy", "memory policies are not supported yet"),
+    ("process.apparmorProfile", "AppArmor is not supported"),
+    ("process.selinuxLabel", "SELinux is not supported"),
+    ("process.ioPriority", "I/O priority is not supported yet"),
+    ("process.scheduler", "scheduling policies are not supported yet"),
+    ("process.execCPUAffinity", "CPU affinity is not supported yet"),
+    ("process.commandLine", "a Windows setting: use process.args"),
+    ("process.user.username", "a Windows setting: use process.user.uid"),
+    ("linux.mountLabel", "SELinux is not supported"),
+    ("linux.intelRdt", "Intel RDT is not supported"),
+    ("linux.netDevices", "moving network devices is not supported yet"),
+    ("linux.memoryPolicy", "memory policies are not supported yet"),
+    ("linux.personality.flags", "personality flags are not supported"),
+    ("windows", "settings for another platform"),
+    ("solaris", "settings for another platform"),
+    ("vm", "settings for a virtual-machine runtime"),
+    ("zos", "settings for another platform"),
+    ("freebsd", "settings for another platform"),
 )
 
 
 def check_supported(raw):
-    for section, key, reason in UNSUPPORTED:
-        value = (raw.get(section) or {}).get(key)
+    for path, reason in UNSUPPORTED:
+        value = raw
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
         if value not in (None, "", {}, []):
-            raise ConfigError(f"config.json: {section}.{key}: {reason}")
+            raise ConfigError(f"config.json: {path}: {reason}")
 
 
 def load(bundle):

@@ -102,6 +102,9 @@ def fields(disk):
                                 [("io.weight", "default 4950")]),
         "blockIO.leafWeight": Field({"blockIO": {"leafWeight": 500}},
                                     [("blkio", "blkio.leaf_weight", "500")], []),
+        "blockIO.weightDevice.leafWeight": Field(
+            {"blockIO": {"weightDevice": [device(leafWeight=500)]}},
+            [("blkio", "blkio.leaf_weight_device", f"{disk} 500")], []),
         "blockIO.weightDevice": Field({"blockIO": {"weightDevice": [device(weight=500)]}},
                                       [("blkio", WEIGHT_DEVICE, f"{disk} 500")],
                                       [("io.weight", f"{disk} 4950")]),

@@ -367,16 +367,21 @@ class TestSysctlRules:
         assert message.startswith(f"config.json: linux.sysctl: '{key}'") and reason in message
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("process", "apparmorProfile", "docker-default"), ("process", "selinuxLabel", "system_u:x"),
-    ("linux", "mountLabel", "system_u:y"), ("linux", "intelRdt", {"closID": "a"}),
-    ("process", "ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}),
-    ("linux", "netDevices", {"eth1": {}})])
-def test_unsupported_settings_are_refused_not_dropped(section, key, value):
+@pytest.mark.parametrize("path, value", [
+    ("process.apparmorProfile", "docker-default"), ("process.selinuxLabel", "system_u:x"),
+    ("linux.mountLabel", "system_u:y"), ("linux.intelRdt", {"closID": "a"}),
+    ("process.ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}),
+    ("linux.netDevices", {"eth1": {}}), ("process.user.username", "Administrator"),
+    ("linux.personality.flags", ["ADDR_NO_RANDOMIZE"]), ("windows", {"layerFolders": ["C:"]})])
+def test_unsupported_settings_are_refused_not_dropped(path, value):
     from pyoci.spec import check_supported
     raw = minimal()
-    raw.setdefault(section, {})[key] = value
+    *parents, key = path.split(".")
+    section = raw
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[key] = value
     with pytest.raises(ConfigError) as caught:
         check_supported(raw)
-    assert str(caught.value).startswith(f"config.json: {section}.{key}: ")
+    assert str(caught.value).startswith(f"config.json: {path}: ")
     check_supported(minimal())

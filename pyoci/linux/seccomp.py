@@ -100,8 +100,9 @@ def compile_filter(seccomp, machine=None, tables=None):
         if name not in FLAGS:
             raise ConfigError(f"config.json: linux.seccomp.flags: unknown flag {name!r}")
         flags |= FLAGS[name]
-    if seccomp.get("listenerPath"):
-        raise ConfigError("config.json: linux.seccomp.listenerPath: seccomp notify is not supported")
+    for key in ("listenerPath", "listenerMetadata"):
+        if seccomp.get(key):
+            raise ConfigError(f"config.json: linux.seccomp.{key}: seccomp notify is not supported")
     default = action_value(seccomp["defaultAction"], seccomp.get("defaultErrnoRet"),
                            "linux.seccomp.defaultAction")
     rules = list(_rules(seccomp))
