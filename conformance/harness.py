@@ -23,8 +23,11 @@ RUNTIME_COMMAND = os.environ.get("OCI_RUNTIME", "pyoci")
 # this interpreter, and the host's runc.
 PYOCI = str(Path(sys.executable).parent / "pyoci")
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
-COMMAND_TIMEOUT = 30
-WAIT_TIMEOUT = 10
+# OCI_TIMEOUT_SCALE stretches both where the runtime runs slowly (the
+# emulated v2 VM, tests/vm/run_in_v2_vm.sh).
+TIMEOUT_SCALE = float(os.environ.get("OCI_TIMEOUT_SCALE", "1"))
+COMMAND_TIMEOUT = 30 * TIMEOUT_SCALE
+WAIT_TIMEOUT = 10 * TIMEOUT_SCALE
 POLL_INTERVAL = 0.02
 
 # Where a probe container sees its bundle's out/ directory.

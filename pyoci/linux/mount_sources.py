@@ -36,7 +36,12 @@ class MountSources:
             return self._in_init_mount_namespace(
                 lambda: self._idmapped_copy(mount, path, user_namespace))
         except OSError as exc:
-            what = "idmapped copy of the source" if idmapped else "open the source"
+            if not idmapped:
+                what = "open the source"
+            elif exc.errno == errno.EINVAL:
+                what = "the filesystem or the kernel cannot idmap it"
+            else:
+                what = "idmapped copy of the source"
             raise ExecError(f"mount {mount.source} to {mount.destination}: {what}: "
                             f"{errno_text(exc.errno)}") from None
 

@@ -104,6 +104,8 @@ cat >"$STATUS_DIR/inner.sh" <<EOF
 exec 9>$(printf '%q' "$STATUS_DIR")/status
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
+# Guest code runs about 30x slower: the test harness's per-command timeouts stretch.
+export OCI_TIMEOUT_SCALE=4
 if [ "\$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ] || awk '\$3 == "cgroup" { found = 1 } END { exit !found }' /proc/mounts; then
     echo "run_in_v2_vm: the VM's cgroups are not pure v2:" >&2
     grep cgroup /proc/mounts >&2
