@@ -176,6 +176,18 @@ def test_unknown_recursive_option_is_refused(scratch):
     assert outcome.stderr.count("\n") == 0 and "'rnoexecc'" in outcome.stderr
 
 
+def test_data_options_on_a_bind_are_accepted_as_runc_and_said_under_debug(scratch):
+    """runtime-tools' `mounts` program gives its binds "mode=755,size=1k"."""
+    source = scratch / "source"
+    source.mkdir()
+    bundle = bundle_in(scratch / "bundle", "test -d /mnt && echo bound",
+                       lambda c: c["mounts"].append(bind_mount(source, "/mnt", "mode=755", "size=1k")))
+    for name, outcome in run_each(bundle).items():
+        assert (outcome.returncode, outcome.output) == (0, "bound\n"), (name, outcome)
+    debug = run_on(PYOCI, bundle, "--debug")
+    assert "has no effect on a bind mount" in debug.stderr
+
+
 # ------------------------------------------------------ 2. idmapped mounts
 
 def owned_tree(scratch, name="idsource"):

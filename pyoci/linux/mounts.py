@@ -2,6 +2,7 @@
 import os
 import stat
 
+from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux import syscalls as sc
 
@@ -170,8 +171,7 @@ def check(config):
         options = MountOptions(mount.options)
         bind = is_bind_mount(mount, options)
         if bind and options.data:
-            raise ConfigError(f"{where}: option {options.data.split(',')[0]!r} is not a "
-                              "bind mount option")
+            _check_bind_data(where, options.data)
         if options.idmap or mount.uid_mappings or mount.gid_mappings:
             if not bind:
                 raise ConfigError(f"{where}: idmapped mounts are only supported for bind mounts")
@@ -324,6 +324,17 @@ def _set_recursive(sys, entry, attr_set):
     except OSError as exc:
         raise ExecError(f"{entry.describe()}: set recursive mount attributes: "
                         f"{errno_text(exc.errno)}") from None
+
+
+def _check_bind_data(where, data):
+    """A bind mount has no filesystem to take data options: the kernel ignores
+    them. As runc, key=value ones are accepted (runtime-tools' `mounts` sends
+    "mode=755,size=1k" with its binds), and --debug says so; any other word is
+    no option pyoci knows, likely a misspelt flag (`rnoexecc`): refused."""
+    words = [option for option in data.split(",") if "=" not in option]
+    if words:
+        raise ConfigError(f"{where}: unknown mount option {words[0]!r}")
+    log.debug(f"{where}: {data!r} has no effect on a bind mount (the kernel ignores it)")
 
 
 def _bind(sys, bundle, entry, flags, sources):
