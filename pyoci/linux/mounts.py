@@ -339,25 +339,31 @@ def _check_bind_data(where, data):
 
 def _bind(sys, bundle, entry, flags, sources):
     mount, options, target = entry.mount, entry.options, entry.target
-    source = source_path(mount, bundle)
-    try:
-        source_stat = os.stat(source)
-    except PermissionError:
-        # Only the host's root may reach it (a user namespace's root may not).
-        source_fd = sources.open(mount)
-        source, source_stat = f"/proc/self/fd/{source_fd}", os.fstat(source_fd)
-    make_mount_point(target, stat.S_ISDIR(source_stat.st_mode))
     if options.idmap or mount.uid_mappings:
-        tree = sources.idmapped(mount)
-        try:
-            sys.move_mount_fd(tree, target)
-        finally:
-            os.close(tree)
+        _attach(sources.idmapped(mount), target, lambda fd: sys.move_mount_fd(fd, target))
     else:
-        sys.mount(source, target, "bind", MS_BIND | (flags & MS_REC))
+        source = source_path(mount, bundle)
+        try:
+            source_stat = os.stat(source)
+        except PermissionError:
+            # Only the host's root may reach it (a user namespace's root may not).
+            _attach(sources.open(mount), target, lambda fd: sys.mount(
+                f"/proc/self/fd/{fd}", target, "bind", MS_BIND | (flags & MS_REC)))
+        else:
+            make_mount_point(target, stat.S_ISDIR(source_stat.st_mode))
+            sys.mount(source, target, "bind", MS_BIND | (flags & MS_REC))
     remount = bind_remount_flags(flags, options.cleared, mount_flags(target))
     if remount is not None:
         sys.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
+
+
+def _attach(source_fd, target, attach):
+    """Make TARGET's mount point for the source open at SOURCE_FD, ATTACH it, close it."""
+    try:
+        make_mount_point(target, stat.S_ISDIR(os.fstat(source_fd).st_mode))
+        attach(source_fd)
+    finally:
+        os.close(source_fd)
 
 
 def _mount_fs(sys, rootfs, entry, flags):
