@@ -117,7 +117,8 @@ def _process(config, container_process, options):
             raw.setdefault("user", {})["additionalGids"] = [int(g) for g in options.additional_gids]
         if options.caps:
             caps = raw.setdefault("capabilities", {})
-            for set_name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+            # As runc: --cap widens the bounding, effective and permitted sets only.
+            for set_name in ("bounding", "effective", "permitted"):
                 caps[set_name] = list(dict.fromkeys([*(caps.get(set_name) or []), *options.caps]))
         if options.no_new_privs:
             raw["noNewPrivileges"] = True

@@ -111,13 +111,16 @@ def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter
         # before the capabilities go, as runc does; else as late as possible.
         load_seccomp(syscalls, seccomp_filter)
         seccomp_filter = None
+    env = list(process.env) + extra_env
+    if not env_mapping(env).get("HOME"):
+        # Read while still root: the user may not be able to read it.
+        env.append(f"HOME={credentials.home_of(process.user.uid)}")
     _become_user(syscalls, process, cap_sets)
     try:
         os.chdir(process.cwd)
     except OSError as exc:
         raise ExecError(f"chdir to cwd ({process.cwd!r}) set in config.json failed: "
                         f"{errno_text(exc.errno)}") from None
-    env = list(process.env) + extra_env
     program = find_program(process.args[0] if process.args else "", env)
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)

@@ -185,7 +185,6 @@ BAD_INPUTS = {
     "failing mount": lambda c: c["mounts"].append(bind_mount("/no/such/source", "/mnt")),
     "failing hook": lambda c: c.update(hooks={"createRuntime": [{"path": "/bin/false"}]}),
     "missing program": lambda c: c["process"].update(args=["no-such-program"]),
-    "unknown capability": lambda c: c["process"]["capabilities"].update(bounding=["CAP_NOPE"]),
     "rlimit above the hard limit": lambda c: c["process"].update(
         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 10**7, "hard": 10**7}]),
     "unreadable namespace path": lambda c: c["linux"]["namespaces"].__setitem__(

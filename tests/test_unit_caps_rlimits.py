@@ -32,43 +32,42 @@ class TestNames:
         assert isinstance(last, int) and last >= 36
 
 
+def mask(names, kernel_last=40):
+    """caps.mask's bits, and the names it left out."""
+    unknown = set()
+    return caps.mask(names, kernel_last, unknown), unknown
+
+
 class TestMask:
     def test_empty(self):
-        assert caps.mask([], "bounding", 40) == 0
+        assert mask([]) == (0, set())
 
     def test_known_names(self):
-        assert caps.mask(["CAP_CHOWN"], "effective", 40) == 1
-        assert caps.mask(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                         "bounding", 40) == (1 << 29) | (1 << 5) | (1 << 10)
+        assert mask(["CAP_CHOWN"]) == (1, set())
+        assert mask(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])[0] == \
+            (1 << 29) | (1 << 5) | (1 << 10)
 
     def test_duplicates_are_harmless(self):
-        assert caps.mask(["CAP_KILL", "CAP_KILL"], "permitted", 40) == 1 << 5
+        assert mask(["CAP_KILL", "CAP_KILL"]) == (1 << 5, set())
 
     def test_every_name_up_to_the_kernel_last(self):
-        assert caps.mask(caps.NAMES, "bounding", 40) == (1 << 41) - 1
+        assert mask(caps.NAMES) == ((1 << 41) - 1, set())
 
     @pytest.mark.parametrize("name", ["CAP_FOO", "cap_chown", "CHOWN", "", "CAP_CHOWN "])
-    @pytest.mark.parametrize("set_name", ["bounding", "effective", "inheritable",
-                                          "permitted", "ambient"])
-    def test_unknown_name_is_one_line_config_error_naming_the_set(self, name, set_name):
-        with pytest.raises(ConfigError) as info:
-            caps.mask(["CAP_CHOWN", name], set_name, 40)
-        message = str(info.value)
-        assert message == (f"config.json: process.capabilities.{set_name}: "
-                           f"unknown capability {name!r}")
-        assert "\n" not in message
+    def test_unknown_name_is_left_out_and_reported(self, name):
+        assert mask(["CAP_CHOWN", name]) == (1, {name})
 
-    def test_name_beyond_the_kernel_last_is_unknown(self):
+    def test_name_beyond_the_kernel_last_is_unavailable(self):
         # An older kernel (cap_last_cap 37) does not know CAP_PERFMON.
-        assert caps.mask(["CAP_AUDIT_READ"], "effective", 37) == 1 << 37
-        with pytest.raises(ConfigError, match="unknown capability 'CAP_PERFMON'"):
-            caps.mask(["CAP_PERFMON"], "effective", 37)
+        assert mask(["CAP_AUDIT_READ"], 37) == (1 << 37, set())
+        assert mask(["CAP_PERFMON"], 37) == (0, {"CAP_PERFMON"})
 
     @settings(database=None, max_examples=100)
     @given(st.lists(st.sampled_from(caps.NAMES), max_size=20))
     def test_bits_are_exactly_the_names(self, names):
-        result = caps.mask(names, "effective", 40)
+        result, _ = mask(names)
         assert {caps.NAMES[bit] for bit in range(41) if result >> bit & 1} == set(names)
+        assert caps.names_of(result) == [name for name in caps.NAMES if name in names]
 
 
 class TestCapabilitySets:
@@ -91,17 +90,28 @@ class TestCapabilitySets:
         for name in raw:
             assert getattr(sets, name) == 1 | 1 << 21
 
-    def test_unknown_in_one_set_names_that_set(self):
-        raw = {"bounding": ["CAP_CHOWN"], "ambient": ["CAP_NOPE"]}
-        with pytest.raises(ConfigError) as info:
-            caps.CapabilitySets(Capabilities(raw))
-        assert str(info.value) == ("config.json: process.capabilities.ambient: "
-                                   "unknown capability 'CAP_NOPE'")
+    def test_unknown_names_are_one_warning_as_runc(self, capsys):
+        raw = {"bounding": ["CAP_CHOWN", "CAP_NOPE"], "effective": ["CAP_FOO"]}
+        sets = caps.CapabilitySets(Capabilities(raw))
+        assert (sets.bounding, sets.effective) == (1, 0)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "level=warning" in lines[0]
+        assert "ignoring unknown or unavailable capabilities: [CAP_FOO CAP_NOPE]" in lines[0]
 
-    def test_uses_the_kernel_last(self, monkeypatch):
+    def test_ambient_outside_inheritable_is_said_under_debug(self, capsys):
+        from pyoci import log
+        raw = {"ambient": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL"],
+               "permitted": ["CAP_KILL", "CAP_CHOWN"]}
+        caps.CapabilitySets(Capabilities(raw))
+        assert capsys.readouterr().err == ""
+        log.configure(debug=True)
+        caps.CapabilitySets(Capabilities(raw))
+        assert "are not raised: [CAP_CHOWN]" in capsys.readouterr().err
+
+    def test_uses_the_kernel_last(self, monkeypatch, capsys):
         monkeypatch.setattr(caps, "last_cap", lambda: 37)
-        with pytest.raises(ConfigError, match=r"capabilities\.bounding: unknown capability 'CAP_BPF'"):
-            caps.CapabilitySets(Capabilities({"bounding": ["CAP_BPF"]}))
+        assert caps.CapabilitySets(Capabilities({"bounding": ["CAP_BPF"]})).bounding == 0
+        assert "[CAP_BPF]" in capsys.readouterr().err
 
 
 class _RecordingSys:

@@ -4,7 +4,7 @@ Order matters (as in runc): drop the bounding set while still privileged,
 keep capabilities across the uid change, then set effective, permitted and
 inheritable with capset, then raise the ambient ones.
 """
-from pyoci.errors import ConfigError
+from pyoci import log
 from pyoci.linux import syscalls as sc
 
 NAMES = (
@@ -27,27 +27,42 @@ def last_cap():
         return int(f.read())
 
 
-def mask(names, set_name, kernel_last):
-    """Bit mask of NAMES; an unknown name is a config error."""
+def mask(names, kernel_last, unknown):
+    """Bit mask of NAMES; a name this kernel does not know is added to UNKNOWN."""
     result = 0
     for name in names:
         number = NUMBERS.get(name)
         if number is None or number > kernel_last:
-            raise ConfigError(f"config.json: process.capabilities.{set_name}: "
-                              f"unknown capability {name!r}")
-        result |= 1 << number
+            unknown.add(name)
+        else:
+            result |= 1 << number
     return result
 
 
 class CapabilitySets:
     """Bit masks per set. A set the capabilities object leaves out is empty,
-    as runc has it: engines write `"capabilities": {}` for --cap-drop ALL."""
+    as runc has it: engines write `"capabilities": {}` for --cap-drop ALL.
+
+    As the spec says (and runc does), a capability unknown to pyoci or to
+    this kernel is a warning and is left out, not a failure."""
     __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient", "last")
 
     def __init__(self, capabilities):
         self.last = last_cap()
+        unknown = set()
         for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
-            setattr(self, set_name, mask(getattr(capabilities, set_name) or (), set_name, self.last))
+            setattr(self, set_name, mask(getattr(capabilities, set_name) or (), self.last, unknown))
+        if unknown:
+            log.warning(f"ignoring unknown or unavailable capabilities: [{' '.join(sorted(unknown))}]")
+        not_raisable = self.ambient & ~(self.inheritable & self.permitted)
+        if not_raisable:
+            # runc 1.1.5 says nothing; a warning would be a second line on every error.
+            log.debug("ambient capabilities not in both the inheritable and the permitted set "
+                      f"are not raised: [{' '.join(names_of(not_raisable))}]")
+
+
+def names_of(bits):
+    return [name for number, name in enumerate(NAMES) if bits & (1 << number)]
 
 
 def drop_bounding(sys, sets):

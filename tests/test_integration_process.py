@@ -1,0 +1,74 @@
+"""The process as runc makes it (issue 9, in part): capabilities the kernel
+does not know, and HOME. Each test runs runc 1.1.5 on the same bundle."""
+import os
+
+import pytest
+
+from conformance.bundle import make_bundle
+from conformance.harness import PYOCI, RUNC, private_runtime
+
+pytestmark = pytest.mark.root
+
+
+def outcomes(bundle, *exec_args):
+    """{runtime: (exit status, stdout+stderr of `run`, output of an exec)} on both runtimes."""
+    results = {}
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            container_id = runtime.new_id()
+            if exec_args:
+                runtime.run("run", "-d", "--bundle", bundle, container_id)
+                done = runtime.run("exec", *exec_args[:-1], container_id, *exec_args[-1],
+                                   check=False)
+            else:
+                done = runtime.run("run", "--bundle", bundle, container_id, check=False)
+            results[runtime.name] = (done.returncode, done.stdout, done.stderr)
+    return results
+
+
+def test_unknown_capabilities_are_a_warning_and_left_out(tmp_path):
+    """config.md: an unknown or unavailable capability MUST be logged as a
+    warning and SHOULD NOT fail the container."""
+    def capabilities(config):
+        sets = config["process"]["capabilities"]
+        sets["bounding"].append("CAP_UNKNOWN")
+        sets["effective"].append("CAP_FOO")
+    bundle = make_bundle(tmp_path / "b", ["grep", "^CapBnd", "/proc/self/status"], capabilities)
+    seen = outcomes(bundle)
+    for name, (status, stdout, stderr) in seen.items():
+        assert status == 0, (name, stderr)
+        assert "ignoring unknown or unavailable capabilities: [CAP_FOO CAP_UNKNOWN]" in stderr, name
+        assert "level=warning" in stderr, name
+    assert seen["pyoci"][1] == seen["runc"][1]
+
+
+@pytest.mark.parametrize("uid, env_home, expected", [
+    (0, None, "/root"), (65534, None, "/nonexistent"), (1234, None, "/"),
+    (0, "", "/root"), (0, "/custom", "/custom")])
+def test_home_comes_from_passwd_when_the_env_has_none(tmp_path, uid, env_home, expected):
+    def user(config):
+        config["process"]["user"] = {"uid": uid, "gid": uid}
+        if env_home is not None:
+            config["process"]["env"].append(f"HOME={env_home}")
+    bundle = make_bundle(tmp_path / "b", ["sh", "-u", "-c", "echo $HOME"], user)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert (status, stdout) == (0, f"{expected}\n"), (name, stderr)
+
+
+@pytest.mark.parametrize("user, expected", [("0", "/root"), ("65534", "/nonexistent")])
+def test_exec_sets_home_for_its_user(tmp_path, user, expected):
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    seen = outcomes(bundle, "--user", user, ["sh", "-u", "-c", "echo $HOME"])
+    for name, (status, stdout, stderr) in seen.items():
+        assert (status, stdout) == (0, f"{expected}\n"), (name, stderr)
+
+
+def test_exec_cap_widens_bounding_effective_and_permitted_only(tmp_path):
+    """A non-root exec with --cap: nothing in its inheritable or ambient sets,
+    so it does not reach the programs it executes."""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    seen = outcomes(bundle, "--user", "1000", "--cap", "CAP_CHOWN",
+                    ["grep", "-E", "^Cap(Inh|Amb)", "/proc/self/status"])
+    for name, (status, stdout, stderr) in seen.items():
+        assert status == 0, (name, stderr)
+        assert stdout.split() == ["CapInh:", "0" * 16, "CapAmb:", "0" * 16], (name, stdout)
