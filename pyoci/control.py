@@ -33,9 +33,11 @@ def resume(root, container_id):
 
 
 def pids(root, container_id):
+    """The container's processes: none once it has stopped (ps then prints
+    only its header, as runc)."""
     container = Container(root, container_id).load()
     if container.status() == state.STOPPED:
-        raise ContainerError("container not running")
+        return []
     return sorted(_manager(container).pids())
 
 

@@ -271,10 +271,11 @@ def _release_fifo(container):
 
 
 def parse_signal(text):
-    """'KILL', 'SIGKILL', 'kill' or '9' to a signal number, as runc accepts."""
+    """'KILL', 'SIGKILL', 'kill' or '9' to a signal number, as runc accepts
+    (0 too: kill(2)'s check that the process exists)."""
     if text.isascii() and text.isdigit():
         number = int(text)
-        if 0 < number < signal.NSIG:
+        if 0 <= number < signal.NSIG:
             return number
     else:
         name = text.upper()

@@ -26,7 +26,8 @@ def _timestamp():
 
 def _line(level, message):
     if _format == "json":
-        return json.dumps({"level": level, "msg": message, "time": _timestamp()}) + "\n"
+        return json.dumps({"level": level, "msg": message, "time": _timestamp()},
+                          separators=(",", ":")) + "\n"
     return f'time="{_timestamp()}" level={level} msg={json.dumps(message)}\n'
 
 

@@ -72,3 +72,40 @@ def test_exec_cap_widens_bounding_effective_and_permitted_only(tmp_path):
     for name, (status, stdout, stderr) in seen.items():
         assert status == 0, (name, stderr)
         assert stdout.split() == ["CapInh:", "0" * 16, "CapAmb:", "0" * 16], (name, stdout)
+
+
+def test_kill_0_ps_of_a_stopped_container_and_json_log_lines_as_runc(tmp_path):
+    """kill ID 0 checks that the container's init exists; ps of a stopped
+    container prints its header; --log json lines are compact, one a line."""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    seen = {}
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            container_id = runtime.new_id()
+            runtime.run("create", "--bundle", bundle, container_id)
+            created = runtime.run("kill", container_id, "0", check=False).returncode
+            runtime.run("start", container_id)
+            runtime.run("kill", container_id, "KILL")
+            runtime.wait_for_status(container_id, "stopped")
+            stopped = runtime.run("kill", container_id, "0", check=False)
+            table = runtime.run("ps", container_id, check=False)
+            log = tmp_path / f"{runtime.name}.log"
+            runtime.run("--log", log, "--log-format", "json", "start", container_id, check=False)
+            seen[runtime.name] = (created, stopped.returncode, "container not running" in stopped.stderr,
+                                  table.returncode, table.stdout.split(), log.read_text())
+    for name, (created, stopped, says, ps_status, ps_words, log_text) in seen.items():
+        assert (created, stopped, says) == (0, 1, True), name
+        assert ps_status == 0 and ps_words[:2] == ["UID", "PID"] and "sleep" not in ps_words, name
+        assert log_text.endswith("}\n") and log_text.count("\n") == 1, (name, log_text)
+        assert log_text.startswith('{"level":"error","msg":"cannot start a container that has stopped"'), \
+            (name, log_text)
+
+
+def test_env_repeated_once_with_the_last_value_newlines_kept_exec_env_added(tmp_path):
+    def env(config):
+        config["process"]["env"] += ["A=1", "A=2", "B=x\ny"]
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"], env)
+    script = ['sh', '-c', 'env | grep -c "^A="; echo "$A"; echo "$B"; echo "$C"']
+    seen = outcomes(bundle, "--env", "C=3", script)
+    for name, (status, stdout, stderr) in seen.items():
+        assert (status, stdout) == (0, "1\n2\nx\ny\n3\n"), (name, stderr)
