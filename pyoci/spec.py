@@ -7,6 +7,7 @@ the linux/* modules never read raw dicts. ``default_config`` is what
 import json
 import os
 
+from pyoci import log
 from pyoci.errors import ConfigError
 from pyoci.linux import mounts
 
@@ -218,11 +219,32 @@ def load(bundle):
     except (OSError, ValueError) as exc:
         raise ConfigError(f"config.json: {exc}") from None
     from pyoci.validate import validate_config
+    _accept_device_file_type_bits(raw)
     validate_config(raw)
     check_supported(raw)
     config = Config(raw, bundle)
     check(config)
     return config, raw
+
+
+# A device's file-type bits (stat.h's S_IFMT), as podman 4.3's --privileged
+# sends them in linux.devices[].fileMode: 24960 is S_IFBLK | 0o600.
+DEVICE_FILE_TYPES = {"b": 0o060000, "c": 0o020000, "u": 0o020000, "p": 0o010000}
+
+
+def _accept_device_file_type_bits(raw):
+    """A deviation from the schema (fileMode at most 0o777), as runc, which
+    takes only the permission bits: a fileMode that carries the device's own
+    file type is cut to its permission bits before validation."""
+    devices = (raw.get("linux") or {}).get("devices")
+    for index, device in enumerate(devices if isinstance(devices, list) else ()):
+        mode = device.get("fileMode") if isinstance(device, dict) else None
+        file_type = DEVICE_FILE_TYPES.get(device.get("type")) if isinstance(device, dict) else None
+        if isinstance(mode, int) and file_type and mode & 0o170000 == file_type \
+                and not mode & ~0o170777:
+            device["fileMode"] = mode & 0o777
+            log.debug(f"config.json: linux.devices[{index}].fileMode: {mode} carries the "
+                      f"device's file type: using its permission bits {mode & 0o777:#o}")
 
 
 def check(config):

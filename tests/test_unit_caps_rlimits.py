@@ -74,6 +74,17 @@ class TestCapabilitySets:
     @pytest.fixture(autouse=True)
     def kernel_last(self, monkeypatch):
         monkeypatch.setattr(caps, "last_cap", lambda: 40)
+        monkeypatch.setattr(caps, "own_bounding_set", lambda: (1 << 41) - 1)
+
+    def test_a_capability_the_runtime_lacks_is_left_out_with_the_warning(self, monkeypatch,
+                                                                        capsys):
+        monkeypatch.setattr(caps, "own_bounding_set", lambda: ~(1 << caps.NUMBERS["CAP_SYS_RESOURCE"]))
+        sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_SYS_RESOURCE"]}))
+        assert sets.bounding == 1 << 5
+        assert "[CAP_SYS_RESOURCE]" in capsys.readouterr().err
+
+    def test_own_bounding_set_reads_this_process(self):
+        assert caps.own_bounding_set() & 1  # CAP_CHOWN: the tests run as root or not, it is there
 
     def test_sets_left_out_are_empty(self):
         """As runc: engines write "capabilities": {} for --cap-drop ALL."""
@@ -129,6 +140,17 @@ class TestApply:
     @pytest.fixture(autouse=True)
     def kernel_last(self, monkeypatch):
         monkeypatch.setattr(caps, "last_cap", lambda: 40)
+        monkeypatch.setattr(caps, "own_bounding_set", lambda: (1 << 41) - 1)
+
+    def test_a_capability_the_runtime_lacks_is_left_out_with_the_warning(self, monkeypatch,
+                                                                        capsys):
+        monkeypatch.setattr(caps, "own_bounding_set", lambda: ~(1 << caps.NUMBERS["CAP_SYS_RESOURCE"]))
+        sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_SYS_RESOURCE"]}))
+        assert sets.bounding == 1 << 5
+        assert "[CAP_SYS_RESOURCE]" in capsys.readouterr().err
+
+    def test_own_bounding_set_reads_this_process(self):
+        assert caps.own_bounding_set() & 1  # CAP_CHOWN: the tests run as root or not, it is there
 
     def test_drop_bounding_drops_exactly_the_others(self):
         sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_CHOWN"]}))

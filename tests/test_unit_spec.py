@@ -385,3 +385,34 @@ def test_unsupported_settings_are_refused_not_dropped(path, value):
         check_supported(raw)
     assert str(caught.value).startswith(f"config.json: {path}: ")
     check_supported(minimal())
+
+
+def write_config(bundle, raw):
+    import json
+    (bundle / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("device_type, mode, kept", [
+    ("b", 0o060600, 0o600), ("c", 0o020666, 0o666), ("u", 0o020640, 0o640), ("p", 0o010600, 0o600)])
+def test_a_device_file_mode_with_its_own_file_type_is_its_permission_bits(bundle, device_type,
+                                                                          mode, kept):
+    """podman 4.3's --privileged sends S_IFBLK | 0o600 (24960): runc takes the permission bits."""
+    from pyoci.spec import load
+    device = {"type": device_type, "path": "/dev/x", "major": 1, "minor": 3, "fileMode": mode}
+    if device_type == "p":
+        del device["major"], device["minor"]
+    write_config(bundle, minimal(linux={"namespaces": [{"type": "mount"}], "devices": [device]}))
+    config, _ = load(str(bundle))
+    assert config.linux.devices[0].file_mode == kept
+
+
+@pytest.mark.parametrize("device_type, mode", [
+    ("c", 0o060600),   # a block device's type on a character device
+    ("b", 0o064600),   # setgid beside the type bits
+    ("c", 0o100644)])  # a regular file's type
+def test_any_other_file_mode_above_0o777_is_still_refused(bundle, device_type, mode):
+    from pyoci.spec import load
+    device = {"type": device_type, "path": "/dev/x", "major": 1, "minor": 3, "fileMode": mode}
+    write_config(bundle, minimal(linux={"namespaces": [{"type": "mount"}], "devices": [device]}))
+    with pytest.raises(ConfigError, match=r"linux\.devices\[0\]\.fileMode"):
+        load(str(bundle))

@@ -107,6 +107,27 @@ class CommandFailed(AssertionError):
     pass
 
 
+def host_block_device():
+    """(path, permission bits in octal) of a block device of this host, which
+    a --privileged container gets too."""
+    import stat
+    for name in sorted(os.listdir("/dev")):
+        path = os.path.join("/dev", name)
+        mode = os.stat(path).st_mode
+        if stat.S_ISBLK(mode):
+            return path, oct(mode & 0o777)[2:]
+    raise AssertionError("this host has no block device in /dev")
+
+
+def root_has_every_capability():
+    """Whether this process's bounding set holds every capability the kernel has."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    with open("/proc/self/status") as f:
+        bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    return bounding == (1 << (last + 1)) - 1
+
+
 def describe(done):
     return (f"$ {shlex.join(done.args)}\n-> exit {done.returncode}\n"
             f"stdout: {done.stdout!r}\nstderr: {done.stderr!r}")

@@ -257,3 +257,20 @@ def test_twenty_containers_in_a_row(podman, record_property):
         assert done.stdout == f"container-{number}\n"
     record_property("seconds for 20 runs", round(time.monotonic() - started, 1))
     assert podman("ps", "-a", "-q").stdout == ""
+
+
+def test_privileged_run_gets_the_hosts_devices(podman):
+    """podman 4.3 passes every host device with its file-type bits in fileMode
+    (S_IFBLK | 0o660 for a disk): accepted as runc does, with the permission bits."""
+    device, host_mode = helpers.host_block_device()
+    done = podman("run", "--rm", "--privileged", IMAGE, "stat", "-c", "%F %a", device,
+                  check=False)
+    assert (done.returncode, done.stdout) == (0, f"block special file {host_mode}\n"), \
+        helpers.describe(done)
+
+
+def test_device_option_adds_a_device(podman):
+    done = podman("run", "--rm", "--device", "/dev/null:/dev/pyoci-null", IMAGE,
+                  "sh", "-c", "test -c /dev/pyoci-null && echo a-device >/dev/pyoci-null && echo ok",
+                  check=False)
+    assert (done.returncode, done.stdout) == (0, "ok\n"), helpers.describe(done)

@@ -27,12 +27,23 @@ def last_cap():
         return int(f.read())
 
 
-def mask(names, kernel_last, unknown):
-    """Bit mask of NAMES; a name this kernel does not know is added to UNKNOWN."""
+def own_bounding_set():
+    """The runtime's own bounding set: what it can grant at all (a host may
+    withhold some, as this project's CI machine does CAP_SYS_RESOURCE)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16)
+    return ~0
+
+
+def mask(names, kernel_last, unknown, available=~0):
+    """Bit mask of NAMES; a name this kernel does not know, or one outside
+    AVAILABLE, is added to UNKNOWN instead."""
     result = 0
     for name in names:
         number = NUMBERS.get(name)
-        if number is None or number > kernel_last:
+        if number is None or number > kernel_last or not available & (1 << number):
             unknown.add(name)
         else:
             result |= 1 << number
@@ -44,14 +55,17 @@ class CapabilitySets:
     as runc has it: engines write `"capabilities": {}` for --cap-drop ALL.
 
     As the spec says (and runc does), a capability unknown to pyoci or to
-    this kernel is a warning and is left out, not a failure."""
+    this kernel is a warning and is left out, not a failure; so is one the
+    runtime itself lacks, which runc fails on ("unable to apply caps")."""
     __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient", "last")
 
     def __init__(self, capabilities):
         self.last = last_cap()
+        available = own_bounding_set()
         unknown = set()
         for set_name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
-            setattr(self, set_name, mask(getattr(capabilities, set_name) or (), self.last, unknown))
+            setattr(self, set_name, mask(getattr(capabilities, set_name) or (), self.last,
+                                         unknown, available))
         if unknown:
             log.warning(f"ignoring unknown or unavailable capabilities: [{' '.join(sorted(unknown))}]")
         not_raisable = self.ambient & ~(self.inheritable & self.permitted)
