@@ -70,12 +70,15 @@ class TestMask:
         assert caps.names_of(result) == [name for name in caps.NAMES if name in names]
 
 
-class TestCapabilitySets:
-    @pytest.fixture(autouse=True)
-    def kernel_last(self, monkeypatch):
-        monkeypatch.setattr(caps, "last_cap", lambda: 40)
-        monkeypatch.setattr(caps, "own_bounding_set", lambda: (1 << 41) - 1)
+@pytest.fixture
+def kernel_with_41_capabilities(monkeypatch):
+    """A kernel that knows capabilities 0-40, all of them the runtime's to grant."""
+    monkeypatch.setattr(caps, "last_cap", lambda: 40)
+    monkeypatch.setattr(caps, "own_bounding_set", lambda: (1 << 41) - 1)
 
+
+@pytest.mark.usefixtures("kernel_with_41_capabilities")
+class TestCapabilitySets:
     def test_a_capability_the_runtime_lacks_is_left_out_with_the_warning(self, monkeypatch,
                                                                         capsys):
         monkeypatch.setattr(caps, "own_bounding_set", lambda: ~(1 << caps.NUMBERS["CAP_SYS_RESOURCE"]))
@@ -136,22 +139,8 @@ class _RecordingSys:
         self.calls.append(("capset", *args))
 
 
+@pytest.mark.usefixtures("kernel_with_41_capabilities")
 class TestApply:
-    @pytest.fixture(autouse=True)
-    def kernel_last(self, monkeypatch):
-        monkeypatch.setattr(caps, "last_cap", lambda: 40)
-        monkeypatch.setattr(caps, "own_bounding_set", lambda: (1 << 41) - 1)
-
-    def test_a_capability_the_runtime_lacks_is_left_out_with_the_warning(self, monkeypatch,
-                                                                        capsys):
-        monkeypatch.setattr(caps, "own_bounding_set", lambda: ~(1 << caps.NUMBERS["CAP_SYS_RESOURCE"]))
-        sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_SYS_RESOURCE"]}))
-        assert sets.bounding == 1 << 5
-        assert "[CAP_SYS_RESOURCE]" in capsys.readouterr().err
-
-    def test_own_bounding_set_reads_this_process(self):
-        assert caps.own_bounding_set() & 1  # CAP_CHOWN: the tests run as root or not, it is there
-
     def test_drop_bounding_drops_exactly_the_others(self):
         sets = caps.CapabilitySets(Capabilities({"bounding": ["CAP_KILL", "CAP_CHOWN"]}))
         fake = _RecordingSys()
