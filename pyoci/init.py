@@ -35,7 +35,7 @@ def run(syscalls, context):
     own_mounts = linux.namespace("mount") is not None
     if own_mounts:
         rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
-                       _MountSources(sock, config.mounts), linux.namespace("user") is not None)
+                       _MountSources(sock), linux.namespace("user") is not None)
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
@@ -284,21 +284,19 @@ class _MountSources:
     resolves the path in init's mount namespace, so sources under earlier
     mounts are what those mounts made (pyoci/linux/mount_sources.py)."""
 
-    def __init__(self, sock, config_mounts):
+    def __init__(self, sock):
         self._sock = sock
-        self._indexes = {id(mount): index for index, mount in enumerate(config_mounts)}
 
-    def open(self, mount):
-        """An O_PATH descriptor of the mount's source."""
-        return self._request(mount, idmapped=False)
+    def open(self, index):
+        """An O_PATH descriptor of mounts[INDEX]'s source."""
+        return self._request(index, idmapped=False)
 
-    def idmapped(self, mount):
-        """A detached, idmapped copy of the mount's source, for move_mount."""
-        return self._request(mount, idmapped=True)
+    def idmapped(self, index):
+        """A detached, idmapped copy of mounts[INDEX]'s source, for move_mount."""
+        return self._request(index, idmapped=True)
 
-    def _request(self, mount, idmapped):
-        sync.send(self._sock, sync.MOUNT_SOURCE, index=self._indexes[id(mount)],
-                  idmapped=idmapped)
+    def _request(self, index, idmapped):
+        sync.send(self._sock, sync.MOUNT_SOURCE, index=index, idmapped=idmapped)
         return sync.receive_fd(self._sock, sync.MOUNT_FD)
 
 

@@ -144,7 +144,7 @@ def _serve_mount_sources(sock, sources):
                 == sync.MOUNT_SOURCE:
             fd = sources.open(message["index"], message["idmapped"])
             try:
-                sync.send_fd(sock, sync.MOUNT_FD, fd)
+                sync.send(sock, sync.MOUNT_FD, fd=fd)
             finally:
                 os.close(fd)
     finally:

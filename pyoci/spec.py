@@ -238,8 +238,9 @@ def _accept_device_file_type_bits(raw):
     file type is cut to its permission bits before validation."""
     devices = (raw.get("linux") or {}).get("devices")
     for index, device in enumerate(devices if isinstance(devices, list) else ()):
-        mode = device.get("fileMode") if isinstance(device, dict) else None
-        file_type = DEVICE_FILE_TYPES.get(device.get("type")) if isinstance(device, dict) else None
+        if not isinstance(device, dict):
+            continue  # the schema's to refuse
+        mode, file_type = device.get("fileMode"), DEVICE_FILE_TYPES.get(device.get("type"))
         if isinstance(mode, int) and file_type and mode & 0o170000 == file_type \
                 and not mode & ~0o170777:
             device["fileMode"] = mode & 0o777

@@ -71,18 +71,18 @@ def channel():
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(sock, message_type, **fields):
+def send(sock, message_type, fd=None, **fields):
+    """One message; FD, if given, travels with it (SCM_RIGHTS)."""
     fields["type"] = message_type
-    sock.send(json.dumps(fields).encode())
+    data = json.dumps(fields).encode()
+    if fd is None:
+        sock.send(data)
+    else:
+        socket.send_fds(sock, [data], [fd])
 
 
 def send_error(sock, message):
     send(sock, ERROR, message=message)
-
-
-def send_fd(sock, message_type, fd, **fields):
-    fields["type"] = message_type
-    socket.send_fds(sock, [json.dumps(fields).encode()], [fd])
 
 
 def receive(sock, *expected):

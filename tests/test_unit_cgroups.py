@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyoci.linux import cgroups
+from pyoci.linux import cgroups, mounts
 from pyoci.linux.cgroups import (HYBRID, LEGACY, UNIFIED, UNIFIED_KEY, container_cgroup,
                                  detect_mode, from_paths)
 from pyoci.linux.cgroups import v1, v2
@@ -112,13 +112,14 @@ class TestDetectMode:
 # ---------------------------------------------------------- faked /proc files
 @pytest.fixture
 def fake_files(monkeypatch, tmp_path):
-    """Redirect the cgroups modules' open() of fixed /proc paths to files we write."""
+    """Redirect the cgroups modules' open() of fixed /proc paths to files we
+    write (and mounts', whose mount_table reads mountinfo for them)."""
     redirects = {}
 
     def fake_open(path, *args, **kwargs):
         return builtins.open(redirects.get(path, path), *args, **kwargs)
 
-    for module in (cgroups, v1, v2):
+    for module in (cgroups, v1, v2, mounts):
         monkeypatch.setattr(module, "open", fake_open, raising=False)
 
     def redirect(real_path, content):

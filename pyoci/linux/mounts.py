@@ -1,6 +1,7 @@
 """Mount options, flags, and mounting one config entry inside a rootfs."""
 import os
 import stat
+from typing import NamedTuple
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
@@ -182,6 +183,25 @@ def check(config):
                                   "or a user namespace whose mappings it takes")
 
 
+class MountInfo(NamedTuple):
+    point: str
+    fs_type: str
+    super_options: str
+
+
+def mount_table(path="/proc/self/mountinfo"):
+    """Every mount of ours, in mount order, from mountinfo (octal escapes in
+    mount points undone)."""
+    table = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            table.append(MountInfo(fields[4].encode().decode("unicode_escape"),
+                                   fields[separator + 1], fields[separator + 3]))
+    return table
+
+
 def secure_join(root, path):
     """ROOT/PATH with every symlink resolved as if ROOT were '/'.
 
@@ -262,11 +282,13 @@ def bind_remount_flags(flags, cleared, source_flags):
 
 
 class Entry:
-    """One config mount being made: where it goes, and what is applied once
-    every mount and device exists (read-only of a mount others go under)."""
-    __slots__ = ("mount", "options", "target", "defer_readonly")
+    """One config mount being made (mounts[INDEX]): where it goes, and what is
+    applied once every mount and device exists (read-only of a mount others
+    go under)."""
+    __slots__ = ("index", "mount", "options", "target", "defer_readonly")
 
-    def __init__(self, rootfs, mount, defer_readonly=False):
+    def __init__(self, rootfs, index, mount, defer_readonly=False):
+        self.index = index
         self.mount = mount
         self.options = MountOptions(mount.options)
         self.target = secure_join(rootfs, mount.destination)
@@ -340,14 +362,14 @@ def _check_bind_data(where, data):
 def _bind(sys, bundle, entry, flags, sources):
     mount, options, target = entry.mount, entry.options, entry.target
     if options.idmap or mount.uid_mappings:
-        _attach(sources.idmapped(mount), target, lambda fd: sys.move_mount_fd(fd, target))
+        _attach(sources.idmapped(entry.index), target, lambda fd: sys.move_mount_fd(fd, target))
     else:
         source = source_path(mount, bundle)
         try:
             source_stat = os.stat(source)
         except PermissionError:
             # Only the host's root may reach it (a user namespace's root may not).
-            _attach(sources.open(mount), target, lambda fd: sys.mount(
+            _attach(sources.open(entry.index), target, lambda fd: sys.mount(
                 f"/proc/self/fd/{fd}", target, "bind", MS_BIND | (flags & MS_REC)))
         else:
             make_mount_point(target, stat.S_ISDIR(source_stat.st_mode))
@@ -371,11 +393,10 @@ def _mount_fs(sys, rootfs, entry, flags):
     if mount.type in ("proc", "sysfs"):
         _check_ordinary_directory(rootfs, entry)
     data = options.data
-    if mount.type == "tmpfs" and "mode=" not in data and os.path.isdir(target):
+    if mount.type == "tmpfs" and "mode=" not in data:
         # As runc: a tmpfs takes the mode of the directory it covers,
         # setuid, setgid and sticky bits included.
-        mode = f"mode={stat.S_IMODE(os.stat(target).st_mode):04o}"
-        data = f"{mode},{data}" if data else mode
+        data = _with_covered_mode(target, data)
     make_mount_point(target)
     if options.tmpcopyup:
         _mount_tmpfs_copyup(sys, mount, flags, data, target)
@@ -388,6 +409,17 @@ def _mount_fs(sys, rootfs, entry, flags):
         # sysfs refuses a network namespace we do not own: show the host's, as runc does.
         sys.mount("/sys", target, "bind", MS_BIND | MS_REC)
         remount_bind(sys, target, flags)
+
+
+def _with_covered_mode(target, data):
+    try:
+        covered = os.stat(target).st_mode
+    except FileNotFoundError:
+        return data
+    if not stat.S_ISDIR(covered):
+        return data
+    mode = f"mode={stat.S_IMODE(covered):04o}"
+    return f"{mode},{data}" if data else mode
 
 
 def _check_ordinary_directory(rootfs, entry):

@@ -22,7 +22,8 @@ def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
     # the new root once it is the root (finish).
     _mount_or_fail(sys, None, "/", None, MS_SLAVE | MS_REC, "set propagation of /")
     _mount_or_fail(sys, rootfs, rootfs, "bind", MS_BIND | MS_REC, "bind rootfs")
-    entries = [mounts.Entry(rootfs, mount, _others_go_under(mount, config.mounts[index + 1:]))
+    entries = [mounts.Entry(rootfs, index, mount,
+                            _others_go_under(mount, config.mounts[index + 1:]))
                for index, mount in enumerate(config.mounts)]
     for entry in entries:
         mounts.mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources)
@@ -43,8 +44,8 @@ def _others_go_under(mount, later_mounts):
     destination = os.path.normpath(mount.destination)
     if destination == "/dev":
         return True
-    prefix = destination.rstrip("/") + "/"
-    return any(os.path.normpath(later.destination).startswith(prefix) for later in later_mounts)
+    return any(_is_below(below, destination) and below != destination
+               for below in (os.path.normpath(later.destination) for later in later_mounts))
 
 
 def enter(sys, rootfs, no_pivot):
@@ -68,7 +69,7 @@ def _detach_host_proc_and_sys(sys, rootfs):
     fresh, unmasked one (the kernel allows that while a fully visible one
     exists): detach them, or cover one that cannot be detached."""
     detached = []
-    for point, fs_type in _mount_table():
+    for point, fs_type, _ in mounts.mount_table():
         if fs_type not in ("proc", "sysfs") or _is_below(point, rootfs):
             continue
         if any(_is_below(point, done) for done in detached):
@@ -82,17 +83,6 @@ def _detach_host_proc_and_sys(sys, rootfs):
 
 def _is_below(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _mount_table():
-    """(mount point, filesystem type) of every mount in ours, in mount order."""
-    table = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            table.append((point, fields[fields.index("-") + 1]))
-    return table
 
 
 def chroot(rootfs):

@@ -29,12 +29,8 @@ UNIFIED_KEY = ""
 
 def detect_mode(root=CGROUP_ROOT, mountinfo="/proc/self/mountinfo"):
     """LEGACY, HYBRID or UNIFIED, from what is mounted at ROOT."""
-    types = {}
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            separator = fields.index("-")
-            types[fields[4]] = fields[separator + 1]
+    from pyoci.linux.mounts import mount_table
+    types = {mount.point: mount.fs_type for mount in mount_table(mountinfo)}
     if types.get(root) == "cgroup2":
         return UNIFIED
     if types.get(os.path.join(root, "unified")) == "cgroup2":

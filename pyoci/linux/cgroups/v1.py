@@ -7,6 +7,7 @@ from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, directories, own_cgroups,
                                  make_dir, read_pids, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
+from pyoci.linux.mounts import mount_table
 
 CONTROLLERS = frozenset({
     "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
@@ -21,20 +22,15 @@ def hierarchies(root):
     '' for the v2 mount.
     """
     result = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            separator = fields.index("-")
-            mount_point, fs_type = fields[4], fields[separator + 1]
-            if not mount_point.startswith(root + "/"):
-                continue
-            if fs_type == "cgroup2":
-                result[UNIFIED_KEY] = mount_point
-            elif fs_type == "cgroup":
-                options = fields[separator + 3].split(",")
-                for option in options:
-                    if option in CONTROLLERS or option.startswith("name="):
-                        result[option] = mount_point
+    for mount_point, fs_type, super_options in mount_table():
+        if not mount_point.startswith(root + "/"):
+            continue
+        if fs_type == "cgroup2":
+            result[UNIFIED_KEY] = mount_point
+        elif fs_type == "cgroup":
+            for option in super_options.split(","):
+                if option in CONTROLLERS or option.startswith("name="):
+                    result[option] = mount_point
     return result
 
 
