@@ -174,6 +174,31 @@ def _read_text(file):
     return file.read().decode(errors="replace")
 
 
+def probe_bundle(bundle, script, mutate=None):
+    """A bundle at BUNDLE running the shell SCRIPT, with its out/ directory
+    bind-mounted at /out and the script's stdout and stderr in out/output;
+    ``mutate(config)`` may edit its config."""
+    bundle = Path(bundle)
+    out = bundle / "out"
+    out.mkdir(parents=True)
+    out.chmod(0o777)  # writable whatever process.user is
+
+    def observed(config):
+        config["mounts"].append(bind_mount(out, OUT))
+        if mutate is not None:
+            mutate(config)
+
+    return make_bundle(bundle, ["sh", "-c", f"exec >{OUT}/output 2>&1\n{script}"], observed)
+
+
+def hand_directories_to(bundle, uid):
+    """Give UID (a user namespace's root, seen from the host) the bundle's
+    out/ and every directory of its rootfs, so it can make mount points."""
+    os.chown(Path(bundle) / "out", uid, uid)
+    for directory, _, _ in os.walk(Path(bundle) / "rootfs"):
+        os.chown(directory, uid, uid)
+
+
 class Probe:
     """Makes bundles whose process is a shell script, and reads what the script printed.
 
@@ -189,17 +214,7 @@ class Probe:
     def bundle(self, script, mutate=None):
         """A new bundle running ``script``; ``mutate(config)`` may edit its config."""
         self.bundle_count += 1
-        bundle = self.directory / f"bundle{self.bundle_count}"
-        out = bundle / "out"
-        out.mkdir(parents=True)
-        out.chmod(0o777)  # writable whatever process.user is
-
-        def observed(config):
-            config["mounts"].append(bind_mount(out, OUT))
-            if mutate is not None:
-                mutate(config)
-
-        return make_bundle(bundle, ["sh", "-c", f"exec >{OUT}/output 2>&1\n{script}"], observed)
+        return probe_bundle(self.directory / f"bundle{self.bundle_count}", script, mutate)
 
     def run(self, script, mutate=None):
         """Run ``script`` in a new container until it exits; return its output."""

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import bind_mount, make_bundle, tmpfs_mount, user_namespace
-from conformance.harness import OUT, PYOCI, ConsoleSocket, LeakCheck, private_runtime
-from conformance.harness import read_until_closed
+from conformance.harness import (PYOCI, ConsoleSocket, LeakCheck, hand_directories_to,
+                                 private_runtime, probe_bundle, read_until_closed)
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
 MARKER = "/out/hook-ran"
@@ -317,26 +317,14 @@ def _removed(directory):
         shutil.rmtree(directory)
 
 
-def _bundle(directory, script, mutate):
-    out = Path(directory) / "out"
-    out.mkdir(parents=True)
-    out.chmod(0o777)
-
-    def configure(config):
-        config["mounts"].append(bind_mount(out, OUT))
-        mutate(config)
-    return make_bundle(directory, ["sh", "-c", f"exec >{OUT}/output 2>&1\n{script}"], configure)
-
-
 def _run(runtime, directory, script, mutate, read_hooks=False):
-    bundle = _bundle(directory, script, mutate)
+    bundle = probe_bundle(directory, script, mutate)
     (bundle / "rootfs" / "etc" / "masked").write_text("secret\n")
     for name in ("root", "scratch", "host-etc"):
         (bundle / "rootfs" / name).mkdir(exist_ok=True)
-    if "user" in json.dumps(json.loads((bundle / "config.json").read_text())["linux"]["namespaces"]):
-        for parent, _, _ in os.walk(bundle / "rootfs"):
-            os.chown(parent, 100000, 100000)
-        os.chown(bundle / "out", 100000, 100000)
+    namespaces = json.loads((bundle / "config.json").read_text())["linux"]["namespaces"]
+    if any(ns["type"] == "user" for ns in namespaces):
+        hand_directories_to(bundle, 100000)
     runtime.run("run", "--bundle", bundle, runtime.new_id())
     output = (bundle / "out" / "output").read_text()
     if read_hooks:
@@ -383,7 +371,7 @@ def _hook_timeout_run(runtime, directory):
     def slow_hook(config):
         config["hooks"] = {"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "20"],
                                               "timeout": 1}]}
-    bundle = _bundle(directory, "true", slow_hook)
+    bundle = probe_bundle(directory, "true", slow_hook)
     failed = runtime.run("create", "--bundle", bundle, runtime.new_id(), check=False)
     assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
     return failed.stderr
@@ -410,7 +398,7 @@ def test_field_is_refused_in_one_line(pyoci, tmp_path, path):
         section[key] = REFUSED[path]
         if path.startswith("linux.seccomp."):
             section.setdefault("defaultAction", "SCMP_ACT_ALLOW")
-    bundle = _bundle(tmp_path / "bundle", "echo ran", mutate)
+    bundle = probe_bundle(tmp_path / "bundle", "echo ran", mutate)
     leaks = LeakCheck(pyoci, bundle)
     try:
         failed = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.bundle import bind_mount, make_bundle, tmpfs_mount, user_namespace
-from conformance.harness import OUT, PYOCI, RUNC, LeakCheck, private_runtime
+from conformance.bundle import bind_mount, tmpfs_mount, user_namespace
+from conformance.harness import (OUT, PYOCI, RUNC, LeakCheck, hand_directories_to,
+                                 private_runtime, probe_bundle)
 
 pytestmark = pytest.mark.root
 
@@ -49,24 +50,16 @@ def host_mount(*args):
 
 
 def bundle_in(directory, script, mutate=None, userns=False):
-    """A bundle running SCRIPT with its output in out/output (seen as /out)."""
-    directory = Path(directory)
-    out = directory / "out"
-    out.mkdir(parents=True)
-    out.chmod(0o777)
-
+    """A probe bundle (out/output, seen as /out); USERNS: in a user namespace
+    whose root is host uid USERNS_ROOT."""
     def configure(config):
-        config["mounts"].append(bind_mount(out, OUT))
         if userns:
             user_namespace(config, USERNS_ROOT)
         if mutate is not None:
             mutate(config)
-    bundle = make_bundle(directory, ["sh", "-c", f"exec >{OUT}/output 2>&1\n{script}"], configure)
+    bundle = probe_bundle(directory, script, configure)
     if userns:
-        # The namespace's root makes the mount points: give it the image's directories.
-        os.chown(out, USERNS_ROOT, USERNS_ROOT)
-        for parent, _, _ in os.walk(bundle / "rootfs"):
-            os.chown(parent, USERNS_ROOT, USERNS_ROOT)
+        hand_directories_to(bundle, USERNS_ROOT)
     return bundle
 
 

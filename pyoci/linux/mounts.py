@@ -141,10 +141,6 @@ class MountOptions:
     def is_bind(self):
         return bool(self.flags & MS_BIND)
 
-    @property
-    def has_recursive(self):
-        return bool(self.recursive_set or self.recursive_clear)
-
 
 def propagation_flag(name):
     """rootfsPropagation's value as mount flags."""
