@@ -91,12 +91,21 @@ static long parse_number(const char *text)
     return value;
 }
 
-static void report_and_exit(long fifo, char kind, long err)
+/* Reports KIND, the errno and, if not NULL, the program it concerns
+ * ("E2 /run.sh"), then exits. */
+static void report_and_exit(long fifo, char kind, long err, const char *program)
 {
     char report[24];
     char *start = decimal(report + sizeof(report), err);
     *--start = kind;
     sys(__NR_write, fifo, (long)start, report + sizeof(report) - start, 0);
+    if (program) {
+        long length = 0;
+        while (program[length])
+            length++;
+        sys(__NR_write, fifo, (long)" ", 1, 0);
+        sys(__NR_write, fifo, (long)program, length, 0);
+    }
     exit_now(127);
 }
 
@@ -153,7 +162,8 @@ void waiter_main(long *stack)
     if (seccomp_fd >= 0) {
         long err = load_seccomp(seccomp_fd, seccomp_flags < 0 ? 0 : seccomp_flags);
         if (err < 0)
-            report_and_exit(fifo, 'S', -err);
+            report_and_exit(fifo, 'S', -err, 0);
     }
-    report_and_exit(fifo, 'E', -sys(__NR_execve, (long)argv[4], (long)(argv + 5), (long)envp, 0));
+    report_and_exit(fifo, 'E', -sys(__NR_execve, (long)argv[4], (long)(argv + 5), (long)envp, 0),
+                    argv[4]);
 }

@@ -91,7 +91,10 @@ def run_exec(syscalls, context):
     sync.send(context.sync_sock, sync.READY)
     if seccomp_filter is not None:
         load_seccomp(syscalls, seccomp_filter)
-    os.execve(program, process.args, environment)
+    try:
+        os.execve(program, process.args, environment)
+    except OSError as exc:
+        raise ExecError(f"exec {program}: {errno_text(exc.errno)}") from None
 
 
 def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter, extra_env,
@@ -115,16 +118,28 @@ def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter
     if not env_mapping(env).get("HOME"):
         # Read while still root: the user may not be able to read it.
         env.append(f"HOME={credentials.home_of(process.user.uid)}")
+    # As runc: first as the runtime's root, which reaches directories the
+    # user may not; where root is refused (a root-squashed mount), as the user.
+    entered = _enter_cwd(process.cwd, retry_on_permission=True)
     _become_user(syscalls, process, cap_sets)
-    try:
-        os.chdir(process.cwd)
-    except OSError as exc:
-        raise ExecError(f"chdir to cwd ({process.cwd!r}) set in config.json failed: "
-                        f"{errno_text(exc.errno)}") from None
+    if not entered:
+        _enter_cwd(process.cwd, retry_on_permission=False)
     program = find_program(process.args[0] if process.args else "", env)
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     return program, env, seccomp_filter
+
+
+def _enter_cwd(cwd, retry_on_permission):
+    """chdir to CWD; False if permission was denied and a retry is allowed."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        if retry_on_permission and exc.errno in (errno.EACCES, errno.EPERM):
+            return False
+        raise ExecError(f"chdir to cwd ({cwd!r}) set in config.json failed: "
+                        f"{errno_text(exc.errno)}") from None
+    return True
 
 
 def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filter):
@@ -148,7 +163,13 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     syscalls.reset_signals()
     sync.send(context.sync_sock, sync.READY)
     start_hooks = context.config.hooks.start_container
-    if start_hooks:
+    process = context.config.process
+    if start_hooks or (process is not None and
+                       not caps.effective_kept_across_exec(context.caps, process.user.uid)):
+        # Init waits for start itself, and itself executes the program: the
+        # hooks run in the container, and execve is judged by init's
+        # capabilities (a user with CAP_DAC_OVERRIDE runs a mode 0700
+        # program), which the waiter's own exec would have changed.
         context.sync_sock.close()
         _wait_for_start_then_exec(syscalls, context.fifo_fd, program, args, environment,
                                   start_hooks, state, seccomp_filter)
@@ -201,7 +222,7 @@ def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, sta
     try:
         os.execve(program, args, environment)
     except OSError as exc:
-        os.write(fifo, b"E%d" % exc.errno)
+        os.write(fifo, b"E%d %s" % (exc.errno, os.fsencode(program)))
         os._exit(127)
 
 
@@ -215,7 +236,9 @@ def find_program(name, env):
         path = next((item[5:] for item in env if item.startswith("PATH=")), DEFAULT_PATH)
         candidates = [os.path.join(d or ".", name) for d in path.split(":")]
     for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        # Effective ids and capabilities, as execve will judge: a user with
+        # CAP_DAC_OVERRIDE may run a program without its exec bit.
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK, effective_ids=True):
             return candidate
     if "/" not in name:
         raise ExecError(f'exec: "{name}": executable file not found in $PATH')

@@ -262,7 +262,8 @@ def _release_fifo(container):
     if received == b"0":
         return
     if received.startswith(b"0E"):
-        raise ExecError(f"exec failed: {errno_text(int(received[2:]))}")
+        number, _, program = received[2:].decode(errors="replace").partition(" ")
+        raise ExecError(f"exec {program}: {errno_text(int(number))}")
     if received.startswith(b"0S"):
         raise ExecError(f"load seccomp filter: {errno_text(int(received[2:]))}")
     if received.startswith(b"0H"):

@@ -4,6 +4,10 @@ Integration tests drive the installed `pyoci` command (the one beside this
 interpreter) with conformance/harness.py's Runtime, Probe and LeakCheck.
 """
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +54,17 @@ def leak_check(pyoci, tmp_path):
     check = LeakCheck(pyoci, tmp_path)
     yield check
     check.close()
+
+
+@pytest.fixture
+def scratch():
+    """A directory a user namespace's root may traverse (pytest's is 0700);
+    whatever a test mounted below it is unmounted."""
+    directory = Path(tempfile.mkdtemp(prefix="pyoci-test-"))
+    directory.chmod(0o711)
+    yield directory
+    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+        point = line.split()[4]
+        if point.startswith(str(directory)):
+            subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(directory, ignore_errors=True)

@@ -5,9 +5,7 @@ the feature, on runc, expecting the same result; the security tests also
 try the escape and look at the host afterwards.
 """
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,19 +28,6 @@ class Outcome:
 
     def __repr__(self):
         return f"<exit {self.returncode} stderr={self.stderr!r} output={self.output!r}>"
-
-
-@pytest.fixture
-def scratch():
-    """A directory a user namespace's root may traverse (pytest's is 0700)."""
-    directory = Path(tempfile.mkdtemp(prefix="pyoci-mounts-"))
-    directory.chmod(0o711)
-    yield directory
-    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-        point = line.split()[4]
-        if point.startswith(str(directory)):
-            subprocess.run(["umount", "-l", point], check=False)
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def host_mount(*args):

@@ -1,10 +1,12 @@
-"""The process as runc makes it (issue 9, in part): capabilities the kernel
-does not know, and HOME. Each test runs runc 1.1.5 on the same bundle."""
+"""The process as runc makes it (issue 9): capabilities, HOME, env, cwd,
+the program's lookup and exec errors. Each test runs runc 1.1.5 on the
+same bundle."""
 import os
+import shutil
 
 import pytest
 
-from conformance.bundle import make_bundle
+from conformance.bundle import make_bundle, user_namespace
 from conformance.harness import PYOCI, RUNC, private_runtime
 
 pytestmark = pytest.mark.root
@@ -109,3 +111,76 @@ def test_env_repeated_once_with_the_last_value_newlines_kept_exec_env_added(tmp_
     seen = outcomes(bundle, "--env", "C=3", script)
     for name, (status, stdout, stderr) in seen.items():
         assert (status, stdout) == (0, "1\n2\nx\ny\n3\n"), (name, stderr)
+
+
+def test_cwd_only_the_runtime_can_enter_is_entered_before_the_user_switch(tmp_path):
+    """runc chdirs as root first: a cwd of mode 0700 that the user cannot
+    enter still becomes the process's cwd, for run and for exec --user."""
+    def cwd(config):
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+        config["process"]["cwd"] = "/root"
+    for args, exec_args in ((["pwd"], ()), (["sleep", "100"], ("--user", "1001", ["pwd"]))):
+        bundle = make_bundle(tmp_path / args[0], args, cwd)
+        os.chmod(bundle / "rootfs/root", 0o700)
+        for name, (status, stdout, stderr) in outcomes(bundle, *exec_args).items():
+            assert (status, stdout) == (0, "/root\n"), (name, exec_args, stderr)
+
+
+def test_cwd_only_the_user_can_enter_is_entered_after_the_user_switch(scratch):
+    """A directory whose owner is not mapped into the user namespace: its
+    root may not enter it, a user of its group may. runc tries again as
+    the user."""
+    def cwd(config):
+        user_namespace(config)
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+        config["process"]["cwd"] = "/shared"
+    bundle = make_bundle(scratch / "b", ["pwd"], cwd)
+    shared = bundle / "rootfs/shared"
+    shared.mkdir()
+    os.chown(shared, 5000, 101000)  # owner unmapped; group is the container's 1000
+    os.chmod(shared, 0o070)
+    for directory, _, _ in os.walk(bundle / "rootfs"):
+        if directory != str(shared):
+            os.chown(directory, 100000, 100000)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert (status, stdout) == (0, "/shared\n"), (name, stderr)
+
+
+def with_private_echo(bundle):
+    """/priv/echo: busybox, mode 0700, owned by root."""
+    (bundle / "rootfs/priv").mkdir()
+    shutil.copy(bundle / "rootfs/bin/busybox", bundle / "rootfs/priv/echo")
+    os.chmod(bundle / "rootfs/priv/echo", 0o700)
+
+
+def test_a_user_with_cap_dac_override_runs_a_program_without_its_exec_bit(tmp_path):
+    def user_with_dac_override(config):
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+        for name in ("bounding", "effective", "permitted"):
+            config["process"]["capabilities"][name].append("CAP_DAC_OVERRIDE")
+    bundle = make_bundle(tmp_path / "b", ["/priv/echo", "hi"], user_with_dac_override)
+    with_private_echo(bundle)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert (status, stdout) == (0, "hi\n"), (name, stderr)
+    bundle = make_bundle(tmp_path / "c", ["sleep", "100"])
+    with_private_echo(bundle)
+    seen = outcomes(bundle, "--user", "1000", "--cap", "CAP_DAC_OVERRIDE", ["/priv/echo", "hi"])
+    for name, (status, stdout, stderr) in seen.items():
+        assert (status, stdout) == (0, "hi\n"), (name, stderr)
+    for name, (status, stdout, stderr) in outcomes(bundle, "--user", "1000",
+                                                   ["/priv/echo", "hi"]).items():
+        assert status == 255 and "permission denied" in stderr, (name, stderr)
+
+
+def test_execve_errors_read_as_runcs(tmp_path):
+    """A script whose interpreter is missing: execve's ENOENT, for run and exec."""
+    bundle = make_bundle(tmp_path / "b", ["/run.sh"])
+    (bundle / "rootfs/run.sh").write_text("#!/bin/missing\n")
+    os.chmod(bundle / "rootfs/run.sh", 0o755)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert status == 1 and "exec /run.sh: no such file or directory" in stderr, (name, stderr)
+    bundle = make_bundle(tmp_path / "c", ["sleep", "100"])
+    (bundle / "rootfs/run.sh").write_text("#!/bin/missing\n")
+    os.chmod(bundle / "rootfs/run.sh", 0o755)
+    for name, (status, stdout, stderr) in outcomes(bundle, ["/run.sh"]).items():
+        assert status != 0 and "exec /run.sh: no such file or directory" in stderr, (name, stderr)

@@ -167,6 +167,28 @@ class TestApply:
         assert raised == [5]
 
 
+@pytest.mark.usefixtures("kernel_with_41_capabilities")
+@pytest.mark.parametrize("uid, raw, kept", [
+    (0, {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]}, True),
+    (0, {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"]}, False),
+    (0, {"bounding": ["CAP_KILL"], "inheritable": ["CAP_CHOWN"],
+         "effective": ["CAP_KILL", "CAP_CHOWN"]}, True),
+    (1000, {}, True),
+    (1000, {"effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}, False),
+    (1000, {name: ["CAP_KILL"] for name in ("effective", "permitted", "inheritable", "ambient")},
+     True),
+    (1000, {"effective": ["CAP_KILL"], "permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"]},
+     False),  # ambient not raisable without inheritable
+])
+def test_effective_kept_across_exec_as_the_kernel_computes_it(uid, raw, kept):
+    """An exec by root gets inheritable|bounding; by another user, ambient."""
+    assert caps.effective_kept_across_exec(caps.CapabilitySets(Capabilities(raw)), uid) is kept
+
+
+def test_no_capabilities_object_keeps_what_the_user_switch_left():
+    assert caps.effective_kept_across_exec(None, 1000) is True
+
+
 # ---------------------------------------------------------------- rlimits
 def rl(type_, soft, hard):
     return Rlimit({"type": type_, "soft": soft, "hard": hard})

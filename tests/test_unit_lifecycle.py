@@ -298,11 +298,11 @@ class TestStart:
         container = Container(root, "c")
         os.makedirs(container.dir)
         os.mkfifo(container.fifo)
-        child = children(waiter(container.fifo, "0E2"))
+        child = children(waiter(container.fifo, "0E2 /run.sh"))
         make_container_record(container, child.pid)
         with pytest.raises(ExecError) as info:
             lifecycle.start(root, "c")
-        assert str(info.value) == "exec failed: no such file or directory"
+        assert str(info.value) == "exec /run.sh: no such file or directory"
         assert wait_for_exit(child) == -signal.SIGKILL
 
     def test_start_container_hook_failure_destroys(self, root, children):

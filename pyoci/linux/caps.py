@@ -79,6 +79,20 @@ def names_of(bits):
     return [name for number, name in enumerate(NAMES) if bits & (1 << number)]
 
 
+def effective_kept_across_exec(sets, uid):
+    """Whether a program that UID, holding SETS, executes (one without file
+    capabilities: pyoci-waiter) holds exactly SETS' effective set, so that
+    its own execve of the container's program is judged as init's would be.
+    Root gets its inheritable and bounding sets, another user its ambient."""
+    if sets is None:
+        return True  # root keeps everything; another user had all dropped
+    if uid == 0:
+        after = sets.inheritable | sets.bounding
+    else:
+        after = sets.ambient & sets.permitted & sets.inheritable
+    return after == sets.effective
+
+
 def drop_bounding(sys, sets):
     for number in range(sets.last + 1):
         if not sets.bounding & (1 << number):
