@@ -127,7 +127,7 @@ def test_exec_tty_sends_the_master_to_the_console_socket(pyoci, running, tmp_pat
     master = console.received_master()
     output = read_until_closed(master)
     os.close(master)
-    assert output.decode().split("\r\n")[:2] == ["/dev/pts/0", "isatty"]
+    assert output.decode().split("\n")[:2] == ["/dev/pts/0", "isatty"]
 
 
 def test_exec_tty_in_the_foreground_proxies_the_pty(pyoci, running):

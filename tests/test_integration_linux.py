@@ -156,7 +156,7 @@ def test_terminal_master_is_sent_to_the_console_socket(pyoci, tmp_path):
     output = read_until_closed(master)
     os.close(master)
     assert console.name == b"/dev/ptmx"
-    assert output.decode().split("\r\n")[:3] == ["/dev/pts/0", "33 101", "isatty"]
+    assert output.decode().split("\n")[:3] == ["/dev/pts/0", "33 101", "isatty"]
 
 
 def test_terminal_without_console_socket_fails_cleanly(pyoci, probe, leak_check):

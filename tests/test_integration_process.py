@@ -2,7 +2,9 @@
 the program's lookup and exec errors. Each test runs runc 1.1.5 on the
 same bundle."""
 import os
+import shlex
 import shutil
+import subprocess
 
 import pytest
 
@@ -184,3 +186,43 @@ def test_execve_errors_read_as_runcs(tmp_path):
     os.chmod(bundle / "rootfs/run.sh", 0o755)
     for name, (status, stdout, stderr) in outcomes(bundle, ["/run.sh"]).items():
         assert status != 0 and "exec /run.sh: no such file or directory" in stderr, (name, stderr)
+
+
+def through_a_pipe_from_a_terminal(runtime, *args):
+    """What `RUNTIME ARGS | od -c` prints, run on a terminal of its own (script(1))."""
+    command = shlex.join(map(str, [*runtime.argv, *args]))
+    done = subprocess.run(["script", "-qec", f"{command} | od -An -c", "/dev/null"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    return "".join(done.stdout.split())
+
+
+def test_terminal_lines_end_in_newline_and_the_pty_is_the_users(tmp_path):
+    """runc clears ONLCR on the container's pty and gives the process's uid
+    its stdio: for run and exec -t."""
+    def terminal(config):
+        config["process"]["terminal"] = True
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    script = ["sh", "-c", "echo a; stat -c %u:%g $(tty)"]
+    bundle = make_bundle(tmp_path / "b", script, terminal)
+    idle = make_bundle(tmp_path / "c", ["sleep", "100"])
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            container_id = runtime.new_id()
+            # runc writes a NUL first, which script echoes as ^@.
+            seen = through_a_pipe_from_a_terminal(runtime, "run", "--bundle", bundle, container_id)
+            assert seen.replace("^@", "") == "a\\n1000:5\\n", (runtime.name, seen)
+            idle_id = runtime.new_id()
+            runtime.run("run", "-d", "--bundle", idle, idle_id)
+            seen = through_a_pipe_from_a_terminal(runtime, "exec", "-t", "--user", "1000",
+                                                  idle_id, *script)
+            assert seen.replace("^@", "") == "a\\n1000:5\\n", (runtime.name, seen)
+
+
+def test_stdio_belongs_to_the_processs_user(tmp_path):
+    """Here the runtime's stdout and stderr are files of the host's root."""
+    def user(config):
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle = make_bundle(tmp_path / "b", ["stat", "-L", "-c", "%u", "/proc/self/fd/1",
+                                           "/proc/self/fd/2"], user)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert (status, stdout) == (0, "1000\n1000\n"), (name, stderr)

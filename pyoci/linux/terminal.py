@@ -36,6 +36,11 @@ def become_controlling(sys, slave_path, console_size, mount_console):
         make_mount_point("/dev/console", source_is_dir=False)
         sys.mount(slave_path, "/dev/console", "bind", MS_BIND)
     slave = os.open(slave_path, os.O_RDWR | os.O_CLOEXEC)
+    # As runc: "\n" stays "\n", so what reads the terminal through a pipe
+    # sees no "\r" the program did not write.
+    attributes = termios.tcgetattr(slave)
+    attributes[1] &= ~termios.ONLCR
+    termios.tcsetattr(slave, termios.TCSANOW, attributes)
     if console_size:
         set_size(slave, console_size["height"], console_size["width"])
     for fd in (0, 1, 2):
