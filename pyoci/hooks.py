@@ -6,42 +6,45 @@ import signal
 from pyoci.errors import HookError, errno_text
 
 
-def run(hooks, state, phase):
-    """Run HOOKS in order; the first failure raises HookError."""
+def run(hooks, state, phase, cwd=None, env=None):
+    """Run HOOKS in order, in CWD (default: ours); the first failure raises
+    HookError. A hook without env of its own gets ENV (default: ours), as
+    runc gives startContainer hooks the container process's env."""
     for index, hook in enumerate(hooks):
-        run_one(hook, index, state, phase)
+        run_one(hook, index, state, phase, cwd, env)
 
 
-def run_all_warning(hooks, state, phase):
+def run_all_warning(hooks, state, phase, cwd=None):
     """Run every hook; a failure is only a warning (poststop)."""
     from pyoci import log
     for index, hook in enumerate(hooks):
         try:
-            run_one(hook, index, state, phase)
+            run_one(hook, index, state, phase, cwd)
         except HookError as exc:
             log.warning(str(exc))
 
 
-def run_one(hook, index, state, phase):
+def run_one(hook, index, state, phase, cwd=None, env=None):
     """Run one hook with the state on stdin, in a session of its own so that a
-    timeout kills everything it started (which may hold its output pipes)."""
+    timeout kills everything it started (which may hold its output pipes).
+    Its argv is its args exactly, args[0] included; its errors read as
+    runc's: "error running prestart hook #0: exit status 3, stdout: …"."""
     import subprocess
-    what = f"error running {phase} hook #{index} ({hook.path})"
-    env = None
+    what = f"error running {phase} hook #{index}"
     if hook.env is not None:
         env = dict(item.split("=", 1) for item in hook.env if "=" in item)
     try:
         child = subprocess.Popen(
-            hook.args, executable=hook.path, env=env, stdin=subprocess.PIPE,
+            hook.args, executable=hook.path, env=env, cwd=cwd, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
-        raise HookError(f"{what}: {errno_text(exc.errno)}") from None
+        raise HookError(f"{what}: exec {hook.path}: {errno_text(exc.errno)}") from None
     try:
         stdout, stderr = child.communicate(json.dumps(state).encode(), timeout=hook.timeout)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
         child.communicate()
-        raise HookError(f"{what}: timed out after {hook.timeout}s") from None
+        raise HookError(f"{what}: hook ran past specified timeout of {hook.timeout:.1f}s") from None
     if child.returncode != 0:
         raise HookError(f"{what}: {_exit_text(child.returncode)}, "
                         f"stdout: {_text(stdout)}, stderr: {_text(stderr)}")

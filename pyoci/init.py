@@ -39,7 +39,12 @@ def run(syscalls, context):
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
-    hooks.run(config.hooks.create_container, state, "createContainer")
+    # In the root filesystem, not yet pivoted to, with the process's env
+    # (but HOME, not yet known), as runc runs them.
+    hook_env = (env_mapping(list(config.process.env) + context.extra_env)
+                if config.process is not None else None)
+    hooks.run(config.hooks.create_container, state, "createContainer", cwd=config.root_path,
+              env=hook_env)
 
     if config.hooks.start_container:
         import subprocess  # noqa: F401 - hooks need it after pivot_root hides the host
@@ -209,7 +214,7 @@ def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, sta
     os.close(fifo_fd)
     try:
         state["status"] = "running"
-        hooks.run(start_hooks, state, "startContainer")
+        hooks.run(start_hooks, state, "startContainer", env=environment)
     except BaseException as exc:  # noqa: BLE001 - start must hear of any failure
         os.write(fifo, b"H" + describe(exc).encode())
         os._exit(1)

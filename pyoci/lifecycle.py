@@ -91,8 +91,10 @@ def create(root, container_id, options):
             # prestart hooks see them.
             manager.apply(config.linux.resources)
             hook_state = container.hook_state(state.CREATED)
-            hooks.run(config.hooks.prestart, hook_state, "prestart")
-            hooks.run(config.hooks.create_runtime, hook_state, "createRuntime")
+            # In the bundle, as runc (which chdirs there) runs them.
+            hooks.run(config.hooks.prestart, hook_state, "prestart", cwd=options.bundle)
+            hooks.run(config.hooks.create_runtime, hook_state, "createRuntime",
+                      cwd=options.bundle)
             return hook_state
 
         log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
@@ -205,7 +207,7 @@ def start(root, container_id):
     _start(Container(root, container_id).lock_existing())
 
 
-def _start(container):
+def _start(container, hooks_cwd=None):
     status = container.status()
     log.debug(f"start {container.id}: status {status}")
     if not state.can_start(status):
@@ -222,13 +224,13 @@ def _start(container):
     except HookError:
         # A failed startContainer or poststart hook: the spec goes on to
         # destroy the container and run the poststop hooks.
-        _delete(container, force=True)
+        _delete(container, force=True, hooks_cwd=hooks_cwd)
         raise
     try:
-        hooks.run(_hooks_from_record(container, "poststart"),
-                  container.hook_state(state.RUNNING), "poststart")
+        hooks.run(_hooks_from_record(container, "poststart"), container.hook_state(state.RUNNING),
+                  "poststart", cwd=container.record["bundle"])  # as runc, in the bundle
     except HookError:
-        _delete(container, force=True)
+        _delete(container, force=True, hooks_cwd=hooks_cwd)
         raise
 
 
@@ -336,7 +338,7 @@ def delete(root, container_id, force=False):
     _delete(container, force)
 
 
-def _delete(container, force):
+def _delete(container, force, hooks_cwd=None):
     status = container.status()
     log.debug(f"delete {container.id}: status {status}, force {force}")
     if not state.can_delete(status):
@@ -349,12 +351,12 @@ def _delete(container, force):
     if status != state.STOPPED:
         _signal_init(container, signal.SIGKILL, wait=True)
     container.remove_dir()
-    _run_poststop(container)
+    _run_poststop(container, hooks_cwd)
 
 
-def _run_poststop(container):
+def _run_poststop(container, cwd=None):
     hooks.run_all_warning(_hooks_from_record(container, "poststop"),
-                          container.hook_state(state.STOPPED), "poststop")
+                          container.hook_state(state.STOPPED), "poststop", cwd)
 
 
 def _wait_pidfd(pidfd):
@@ -409,10 +411,13 @@ def run(root, container_id, options, detach=False, keep=False):
     if not detach:
         # Before start: a signal must never find us without a handler once the program runs.
         forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
+    # runc runs in the bundle: so does the poststop hook of its end.
     try:
-        _start(container)
+        _start(container, hooks_cwd=options.bundle)
+    except HookError:
+        raise  # _start has destroyed the container
     except BaseException:
-        _delete(container, force=True)
+        _delete(container, force=True, hooks_cwd=options.bundle)
         raise
     if detach:
         return 0
@@ -422,7 +427,7 @@ def run(root, container_id, options, detach=False, keep=False):
     else:
         status = wait_for(pid)
     if not keep:
-        _delete(container, force=True)
+        _delete(container, force=True, hooks_cwd=options.bundle)
     return status
 
 

@@ -181,7 +181,7 @@ FIELDS = {
     "domainname": ("process", expect(r"^domainname=field-domain$")),
     "hooks": ("hooks", expect(r"^prestart prestart hook-env$")),
     **{f"hooks.{kind}": ("hooks", expect(rf"^{kind} {kind} hook-env$")) for kind in HOOK_KINDS},
-    **{f"hooks.{kind}[].timeout": ("hook-timeout", expect(r"timed out")) for kind in HOOK_KINDS},
+    **{f"hooks.{kind}[].timeout": ("hook-timeout", expect(r"hook ran past specified timeout")) for kind in HOOK_KINDS},
     "annotations": ("hooks", expect(r'"org.pyoci.field": ?"annotation-seen"')),
     "linux": ("process", expect(r"^uname=i686$")),
     "linux.namespaces": ("process", expect(r"^hostname=field-host$")),

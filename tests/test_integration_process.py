@@ -226,3 +226,83 @@ def test_stdio_belongs_to_the_processs_user(tmp_path):
                                            "/proc/self/fd/2"], user)
     for name, (status, stdout, stderr) in outcomes(bundle).items():
         assert (status, stdout) == (0, "1000\n1000\n"), (name, stderr)
+
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+              "poststop")
+
+
+def hooks_reporting_to(log_path, container_log_path):
+    """A `hooks` object: each hook appends "KIND ARGV0 CWD MARK" to a log.
+    The startContainer hook runs in the container: its log has its own path,
+    and its argv[0] is "sh", the busybox applet."""
+    def hook(kind):
+        path = container_log_path if kind == "startContainer" else log_path
+        script = ("a=$(tr '\\000' '\\n' < /proc/$$/cmdline | head -n1); "
+                  f'echo "$0 ${{a:-unseen}} $(pwd -P) ${{MARK:-none}}" >> {path}')
+        return [{"path": "/bin/sh", "args": ["sh" if kind == "startContainer" else "argv-zero",
+                                             "-c", script, kind]}]
+    return {kind: hook(kind) for kind in HOOK_KINDS}
+
+
+def test_hooks_get_their_argv_exactly_runcs_cwd_and_in_the_container_the_process_env(tmp_path):
+    def hooked(config):
+        config["hooks"] = hooks_reporting_to(tmp_path / "b/rootfs/hooks.log", "/hooks.log")
+        config["process"]["env"].append("MARK=process")
+        config["process"]["cwd"] = "/tmp"
+    bundle = make_bundle(tmp_path / "b", ["true"], hooked)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rootfs = bundle / "rootfs"
+    expected = {
+        "run": {"prestart": bundle, "createRuntime": bundle, "createContainer": rootfs,
+                "startContainer": "/tmp", "poststart": bundle, "poststop": bundle},
+        # delete runs them where it is called from
+        "steps": {"prestart": bundle, "createRuntime": bundle, "createContainer": rootfs,
+                  "startContainer": "/tmp", "poststart": bundle, "poststop": elsewhere}}
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            for way in ("run", "steps"):
+                log = rootfs / "hooks.log"
+                log.unlink(missing_ok=True)
+                container_id = runtime.new_id()
+                if way == "run":
+                    runtime.run("run", "--bundle", bundle, container_id, cwd=elsewhere)
+                else:
+                    runtime.run("create", "--bundle", bundle, container_id, cwd=elsewhere)
+                    runtime.run("start", container_id, cwd=elsewhere)
+                    runtime.wait_for_status(container_id, "stopped")
+                    runtime.run("delete", container_id, cwd=elsewhere)
+                lines = [line.split() for line in log.read_text().splitlines()]
+                kinds = [line[0] for line in lines]
+                if runtime.name == "runc":
+                    # runc's poststart hooks may run before its startContainer ones end;
+                    # the spec has them after the program started: pyoci's order.
+                    kinds.sort(key=HOOK_KINDS.index)
+                assert kinds == list(HOOK_KINDS), (runtime.name, way, lines)
+                for kind, argv0, cwd, mark in lines:
+                    # The createContainer hook's $$ is of the container's pid
+                    # namespace, which the host's /proc it sees does not show.
+                    assert argv0 == {"startContainer": "sh", "createContainer": "unseen"}.get(
+                        kind, "argv-zero"), (runtime.name, kind)
+                    assert cwd == str(expected[way][kind]), (runtime.name, way, kind, cwd)
+                    in_container = kind in ("createContainer", "startContainer")
+                    assert mark == ("process" if in_container else "none"), \
+                        (runtime.name, kind, mark)
+
+
+@pytest.mark.parametrize("kind", HOOK_KINDS)
+def test_a_failing_hook_names_its_kind_and_index_in_run(tmp_path, kind):
+    """The error of a hook that fails in `run` is the hook's (runc 1.2's words:
+    runc 1.1.5 leaves the kind out); a poststop hook's is a warning."""
+    def hooked(config):
+        ok = {"path": "/bin/true"}
+        failing = {"path": "/bin/sh", "args": ["sh", "-c", "echo out; echo err >&2; exit 3"]}
+        config["hooks"] = {kind: [ok, failing]}
+    bundle = make_bundle(tmp_path / "b", ["true"], hooked)
+    with private_runtime(PYOCI) as runtime:
+        done = runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+        message = f"error running {kind} hook #1: exit status 3, stdout: out, stderr: err"
+        assert message in done.stderr, done.stderr
+        assert done.returncode == (0 if kind == "poststop" else 1), done.stderr
+        assert runtime.run("list", "-q").stdout == ""
