@@ -169,6 +169,16 @@ class Runtime:
             self.run("delete", "--force", container_id, check=False)
 
 
+def process_alive(pid):
+    """True unless PID is gone or a zombie (exited, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    return data[data.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
+
+
 def _read_text(file):
     file.seek(0)
     return file.read().decode(errors="replace")

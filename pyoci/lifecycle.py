@@ -4,6 +4,7 @@ Every step of create has an undo, and state.json records what is needed to
 undo it (init's pid, the cgroup paths) before the step is taken, so a
 failure undoes it here and a crash is undone by ``delete --force``.
 """
+import contextlib
 import json
 import os
 import signal
@@ -292,16 +293,14 @@ def parse_signal(text):
 def kill(root, container_id, signal_text="SIGTERM", all_processes=False):
     signum = parse_signal(signal_text)
     container = Container(root, container_id).load()
+    if all_processes:
+        # As runc, whatever the status: once the init of a container sharing
+        # a pid namespace exits, its other processes live on in its cgroup,
+        # and containerd's shim kills them with `kill --all ID 9`.
+        _signal_cgroup(container.record, signum)
+        return
     if not state.can_kill(container.status()):
         raise ContainerError("container not running")
-    if all_processes:
-        manager = cgroups.from_record(container.record)
-        for pid in manager.pids():
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-        return
     if not _signal_init(container, signum):
         raise ContainerError("container not running")
 
@@ -369,34 +368,59 @@ def _shares_host_pids(config):
     return pid_ns is None or pid_ns.path is not None
 
 
-def _kill_cgroup_and_remove(manager, record):
-    """SIGKILL the container's processes left in its cgroup, wait for them, and
-    remove the cgroup directories create made.
+def _signal_cgroup(record, signum):
+    """Signal every process of the container in its cgroup, frozen meanwhile
+    (where there is a freezer) so that none forks past the signal; a cgroup
+    already gone has none. Like runc, the cgroup is thawed after."""
+    if not record.get("cgroup_paths"):
+        return
+    manager = cgroups.from_record(record)
+    try:
+        manager.freeze(True)
+    except (ExecError, OSError):
+        pass  # no freezer, or the cgroup went meanwhile: signal unfrozen
+    try:
+        for pidfd in _container_pidfds(manager, record):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signum)
+            os.close(pidfd)
+    finally:
+        with contextlib.suppress(ExecError, OSError):
+            manager.freeze(False)
+
+
+def _container_pidfds(manager, record):
+    """pidfds of the container's processes in its cgroup.
 
     With a pid namespace of its own, the container's processes are the
     cgroup's processes outside ours: a process of the host that shares the
-    cgroup is not the container's to kill (nor, then, the cgroup to remove).
-    Sharing our pid namespace, everything in the cgroup goes, as with runc.
+    cgroup is not the container's to signal. Sharing our pid namespace,
+    everything in the cgroup is the container's, as with runc.
     """
     ours = os.readlink("/proc/self/ns/pid")
     shares_host_pids = record.get("shares_host_pids", True)
-    pidfds = []
     for pid in manager.pids():
         try:
             if not shares_host_pids and os.readlink(f"/proc/{pid}/ns/pid") == ours:
                 continue
-            pidfd = os.pidfd_open(pid)
+            yield os.pidfd_open(pid)
         except (ProcessLookupError, FileNotFoundError):
             continue
-        try:
+
+
+def _kill_cgroup_and_remove(manager, record):
+    """SIGKILL the container's processes left in its cgroup, wait for them, and
+    remove the cgroup directories create made."""
+    pidfds = []
+    for pidfd in _container_pidfds(manager, record):
+        with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         pidfds.append(pidfd)
     for pidfd in pidfds:
         _wait_pidfd(pidfd)
         os.close(pidfd)
     manager.destroy(record.get("cgroup_owned"))
+
 
 def run(root, container_id, options, detach=False, keep=False):
     """create + start; in the foreground, wait and return the exit status.

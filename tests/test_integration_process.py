@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conformance.bundle import make_bundle, user_namespace
-from conformance.harness import PYOCI, RUNC, private_runtime
+from conformance.harness import PYOCI, RUNC, private_runtime, process_alive, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -306,3 +306,31 @@ def test_a_failing_hook_names_its_kind_and_index_in_run(tmp_path, kind):
         assert message in done.stderr, done.stderr
         assert done.returncode == (0 if kind == "poststop" else 1), done.stderr
         assert runtime.run("list", "-q").stdout == ""
+
+
+def test_kill_all_after_init_exited_signals_what_is_left_in_the_cgroup(tmp_path):
+    """The host's pid namespace (as a pod sharing one): init exits, its
+    children live on in the container's cgroup; `kill --all ID 9` (what
+    containerd's shim sends) exits 0 and kills them, as runc does."""
+    def host_pids(config):
+        config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                         if ns["type"] != "pid"]
+    script = ("sleep 300 & echo $! > /pids.tmp; sleep 300 & echo $! >> /pids.tmp; "
+              "mv /pids.tmp /pids")
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", script], host_pids)
+    pids_file = bundle / "rootfs/pids"
+    for command in (PYOCI, RUNC):
+        pids_file.unlink(missing_ok=True)
+        with private_runtime(command) as runtime:
+            container_id = runtime.new_id()
+            runtime.run("run", "-d", "--bundle", bundle, container_id)
+            runtime.wait_for_status(container_id, "stopped")
+            wait_until(pids_file.exists, "the children's pids")
+            children = [int(pid) for pid in pids_file.read_text().split()]
+            assert all(process_alive(pid) for pid in children), runtime.name
+            done = runtime.run("kill", "--all", container_id, "9", check=False)
+            assert done.returncode == 0, (runtime.name, done.stderr)
+            wait_until(lambda: not any(process_alive(pid) for pid in children), "the children to die")
+            runtime.run("delete", container_id)
+            done = runtime.run("kill", "--all", container_id, "9", check=False)
+            assert "does not exist" in done.stderr, (runtime.name, done.stderr)

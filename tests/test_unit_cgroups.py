@@ -361,10 +361,12 @@ class TestFromPaths:
             assert from_paths(manager.paths).paths == manager.paths
 
 
-def test_read_pids_and_remove_dir(tmp_path):
-    (tmp_path / "procs").write_text("10\n 20 \n\n30\n")
-    assert cgroups.read_pids(str(tmp_path / "procs")) == [10, 20, 30]
-    assert cgroups.read_pids(str(tmp_path / "missing")) == []
+def test_pids_below_a_cgroup_and_remove_dir(tmp_path):
+    (tmp_path / "cgroup.procs").write_text("10\n 20 \n\n30\n")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "deeper" / "cgroup.procs").write_text("40\n")
+    assert sorted(cgroups.pids_below(str(tmp_path))) == [10, 20, 30, 40]
+    assert cgroups.pids_below(str(tmp_path / "missing")) == []
     (tmp_path / "d").mkdir()
     cgroups.remove_dir(str(tmp_path / "d"))
     assert not (tmp_path / "d").exists()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conformance.harness import process_alive
 from pyoci import hooks, log
 from pyoci.errors import HookError
 from pyoci.spec import Hook
@@ -135,7 +136,7 @@ def test_timeout_kills_the_hook_and_its_children(tmp_path):
     assert message == "error running prestart hook #0: hook ran past specified timeout of 1.0s"
     sleep_pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5
-    while _alive(sleep_pid):
+    while process_alive(sleep_pid):
         assert time.monotonic() < deadline, "the hook's child survived the timeout"
         time.sleep(0.01)
 
@@ -144,16 +145,6 @@ def test_timeout_not_reached(tmp_path):
     out = tmp_path / "out"
     hooks.run([sh_hook(f'cat > "{out}"', timeout=5)], STATE, "prestart")
     assert json.loads(out.read_text()) == STATE
-
-
-def _alive(pid):
-    """True unless PID is gone or a zombie (its parent died; init reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return False
-    return data[data.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def test_run_all_warning_continues_after_a_failure(tmp_path):

@@ -325,7 +325,7 @@ class TestStart:
                    "timeout": None}
         make_container_record(container, child.pid, hooks={"poststart": [failing],
                                                            "poststop": []})
-        with pytest.raises(HookError, match="poststart hook #0 .*exit status 5"):
+        with pytest.raises(HookError, match="poststart hook #0: exit status 5"):
             lifecycle.start(root, "c")
         assert wait_for_exit(child) == -signal.SIGKILL
         assert not os.path.exists(container.dir)

@@ -109,12 +109,17 @@ def directories(paths):
     return result
 
 
-def read_pids(procs_file):
-    try:
-        with open(procs_file) as f:
-            return [int(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+def pids_below(directory):
+    """Every process in the cgroup DIRECTORY and its sub-cgroups (exec
+    --cgroup puts processes there), as runc's GetAllPids; none if it is gone."""
+    pids = []
+    for below, _, _ in os.walk(directory):
+        try:
+            with open(os.path.join(below, "cgroup.procs")) as f:
+                pids.extend(int(line) for line in f if line.strip())
+        except FileNotFoundError:
+            pass  # removed while we walked
+    return pids
 
 
 def write_file(directory, name, value):

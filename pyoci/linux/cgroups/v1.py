@@ -5,7 +5,7 @@ import errno
 
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, directories, own_cgroups,
-                                 make_dir, read_pids, remove_dir, wait_for, write_file)
+                                 make_dir, pids_below, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 from pyoci.linux.mounts import mount_table
 
@@ -90,7 +90,7 @@ class Manager:
     def pids(self):
         """Every process in the container's cgroup."""
         key = "pids" if "pids" in self.paths else next(iter(self.paths), None)
-        return read_pids(os.path.join(self.paths[key], "cgroup.procs")) if key is not None else []
+        return pids_below(self.paths[key]) if key is not None else []
 
     def freeze(self, frozen):
         """FROZEN or THAWED, and wait until the kernel has got there."""

@@ -2,7 +2,7 @@
 import os
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, make_dir, read_pids, remove_dir, wait_for,
+from pyoci.linux.cgroups import (UNIFIED_KEY, make_dir, pids_below, remove_dir, wait_for,
                                  write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
@@ -82,7 +82,7 @@ class Manager:
         write_file(self.directory, "cgroup.procs", str(pid))
 
     def pids(self):
-        return read_pids(os.path.join(self.directory, "cgroup.procs"))
+        return pids_below(self.directory)
 
     def freeze(self, frozen):
         """cgroup.freeze, then wait for cgroup.events to say it is done."""
