@@ -10,7 +10,7 @@ import json
 import os
 import signal
 
-from pyoci import state
+from pyoci import log, state
 from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
 from pyoci.linux import cgroups
 from pyoci.state import Container
@@ -44,6 +44,7 @@ def execute(root, container_id, options):
     if options.apparmor or options.process_label:
         raise ConfigError("AppArmor and SELinux labels are not supported")
     init_pid = container.record["pid"]
+    log.debug(f"exec {container_id}: {status} container, init {init_pid}, args {proc.args}")
     prepared = lifecycle.process_settings(config, proc)
     fds = []
     try:
@@ -86,8 +87,11 @@ def execute(root, container_id, options):
     lifecycle.forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
     if master is not None:
         from pyoci import console
-        return console.proxy_and_wait(master, pid, lifecycle.wait_for)
-    return lifecycle.wait_for(pid)
+        status = console.proxy_and_wait(master, pid, lifecycle.wait_for)
+    else:
+        status = lifecycle.wait_for(pid)
+    log.debug(f"exec {container_id}: pid {pid} exited, status {status}")
+    return status
 
 
 def _process(config, container_process, options):

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 
+from pyoci import log
 from pyoci.errors import HookError, errno_text
 
 
@@ -16,7 +17,6 @@ def run(hooks, state, phase, cwd=None, env=None):
 
 def run_all_warning(hooks, state, phase, cwd=None):
     """Run every hook; a failure is only a warning (poststop)."""
-    from pyoci import log
     for index, hook in enumerate(hooks):
         try:
             run_one(hook, index, state, phase, cwd)
@@ -30,6 +30,7 @@ def run_one(hook, index, state, phase, cwd=None, env=None):
     Its argv is its args exactly, args[0] included; its errors read as
     runc's: "error running prestart hook #0: exit status 3, stdout: …"."""
     import subprocess
+    log.debug(f"running {phase} hook #{index}: {hook.path} {hook.args}")
     what = f"error running {phase} hook #{index}"
     if hook.env is not None:
         env = dict(item.split("=", 1) for item in hook.env if "=" in item)

@@ -8,7 +8,7 @@ import errno
 import os
 import socket
 
-from pyoci import hooks, sync
+from pyoci import hooks, log, sync
 from pyoci.errors import ExecError, describe, errno_text
 # Everything init uses is imported here, and process.py imports this module
 # before it forks: after pivot_root the host's site-packages are out of reach,
@@ -34,6 +34,8 @@ def run(syscalls, context):
     # make no mounts and only chroot into the root filesystem.
     own_mounts = linux.namespace("mount") is not None
     if own_mounts:
+        log.debug(f"init: preparing the root filesystem {config.root_path}: "
+                  f"{len(config.mounts)} mounts")
         rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
                        _MountSources(sock), linux.namespace("user") is not None)
     sync.send(sock, sync.RUN_HOOKS)
@@ -49,8 +51,11 @@ def run(syscalls, context):
     if config.hooks.start_container:
         import subprocess  # noqa: F401 - hooks need it after pivot_root hides the host
     if own_mounts:
+        log.debug("init: entering the root filesystem by "
+                  + ("MS_MOVE and chroot (--no-pivot)" if context.no_pivot else "pivot_root"))
         rootfs.enter(syscalls, config.root_path, context.no_pivot)
     else:
+        log.debug("init: no mount namespace: chroot into the root filesystem")
         rootfs.chroot(config.root_path)
         # No /proc to reopen the fifo's O_PATH fd through: the waiter opens
         # exec.fifo in the state directory instead (see csrc/waiter.c).
@@ -130,6 +135,8 @@ def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter
     if not entered:
         _enter_cwd(process.cwd, retry_on_permission=False)
     program = find_program(process.args[0] if process.args else "", env)
+    log.debug(f"{'init' if mount_console else 'exec'}: the process: uid {process.user.uid}, "
+              f"gid {process.user.gid}, cwd {process.cwd}, program {program}")
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     return program, env, seccomp_filter
@@ -156,6 +163,15 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     waiter's exec happened. With startContainer hooks init itself waits,
     runs them, loads the filter, then execs.
     """
+    start_hooks = context.config.hooks.start_container
+    process = context.config.process
+    # Init waits for start itself, and itself executes the program, when
+    # startContainer hooks must run in the container, or when the program
+    # needs init's capabilities to be executed at all.
+    waits_itself = bool(start_hooks) or (
+        process is not None and not _waiter_may_execute(context.caps, process.user.uid, program))
+    log.debug(f"init: ready; {'init' if waits_itself else 'pyoci-waiter'} waits on exec.fifo, "
+              f"then executes {program}")
     environment = env_mapping(env)
     seccomp_fd = _seccomp_memfd(seccomp_filter) if seccomp_filter is not None else -1
     keep = {0, 1, 2, context.fifo_fd, context.waiter_fd, context.sync_sock.fileno(), seccomp_fd}
@@ -167,20 +183,25 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     # CPython ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec.
     syscalls.reset_signals()
     sync.send(context.sync_sock, sync.READY)
-    start_hooks = context.config.hooks.start_container
-    process = context.config.process
-    if start_hooks or (process is not None and
-                       not caps.effective_kept_across_exec(context.caps, process.user.uid)):
-        # Init waits for start itself, and itself executes the program: the
-        # hooks run in the container, and execve is judged by init's
-        # capabilities (a user with CAP_DAC_OVERRIDE runs a mode 0700
-        # program), which the waiter's own exec would have changed.
+    if waits_itself:
         context.sync_sock.close()
         _wait_for_start_then_exec(syscalls, context.fifo_fd, program, args, environment,
                                   start_hooks, state, seccomp_filter)
     flags = seccomp_filter.flags if seccomp_filter is not None else 0
     os.execve(context.waiter_fd, ["pyoci-waiter", str(context.fifo_fd), str(seccomp_fd),
                                   str(flags), program, *args], environment)
+
+
+def _waiter_may_execute(cap_sets, uid, program):
+    """Whether pyoci-waiter, once init has executed it, may execute PROGRAM
+    as init could: execve judges by the caller's capabilities (a user with
+    CAP_DAC_OVERRIDE runs a mode 0700 program), and the waiter's own exec
+    changes them. Another user's waiter keeps only its ambient ones: enough
+    if the program needs none, which access(2) judges (for a user other
+    than root it leaves capabilities out)."""
+    if caps.effective_kept_across_exec(cap_sets, uid):
+        return True
+    return uid != 0 and os.access(program, os.X_OK)
 
 
 def _seccomp_memfd(seccomp_filter):
@@ -329,6 +350,7 @@ class _MountSources:
 
 
 def close_fds_except(keep):
+    log.forget_destination()  # its fd is not kept
     low = 3
     for fd in sorted(k for k in keep if k >= 3):
         if fd > low:

@@ -37,6 +37,8 @@ def create(root, container_id, options):
     from pyoci import process, spec
     container = Container(root, container_id)
     config, raw_config = spec.load(options.bundle)
+    log.debug(f"create {container_id}: {options.bundle}/config.json is valid "
+              f"(ociVersion {config.oci_version})")
     prepared = _prepare(config, options)
     container.make_dir()
     manager = None
@@ -450,6 +452,7 @@ def run(root, container_id, options, detach=False, keep=False):
         status = console.proxy_and_wait(master, pid, wait_for)
     else:
         status = wait_for(pid)
+    log.debug(f"run {container_id}: pid {pid} exited, status {status}")
     if not keep:
         _delete(container, force=True, hooks_cwd=options.bundle)
     return status

@@ -12,11 +12,35 @@ import time
 _path = None
 _format = "text"
 _debug = False
+_held_fd = None
 
 
 def configure(path=None, log_format="text", debug=False):
-    global _path, _format, _debug
+    global _path, _format, _debug, _held_fd
     _path, _format, _debug = path, log_format, debug
+    if _held_fd is not None:
+        os.close(_held_fd)
+        _held_fd = None
+
+
+def hold_destination():
+    """Under --debug, keep where lines go open as one close-on-exec fd, for
+    the processes the runtime forks: after pivot_root --log's path is out of
+    their reach, and init's stderr becomes the container's."""
+    global _held_fd
+    if _debug and _held_fd is None:
+        if _path:
+            _held_fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o644)
+        else:
+            _held_fd = os.dup(2)  # Python's dup is close-on-exec
+
+
+def forget_destination():
+    """In a forked process about to close every fd it does not pass on: log
+    nothing more (the held fd's number may soon be another file's)."""
+    global _debug, _held_fd
+    _debug, _held_fd = False, None
 
 
 def _timestamp():
@@ -33,7 +57,9 @@ def _line(level, message):
 
 def _emit(level, message):
     line = _line(level, message).encode()
-    if _path:
+    if _held_fd is not None:
+        os.write(_held_fd, line)
+    elif _path:
         fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, line)

@@ -10,7 +10,7 @@ import fcntl
 import os
 import signal
 
-from pyoci import sync
+from pyoci import log, sync
 from pyoci.errors import ExecError, describe
 from pyoci.linux import namespaces
 from pyoci.linux.mount_sources import MountSources
@@ -74,6 +74,7 @@ class _Fork:
         self.sock, child_sock = sync.channel()
         context.sync_sock = child_sock
         syscalls.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        log.hold_destination()
         self.stage_pid = os.fork()
         if self.stage_pid == 0:
             self.sock.close()
@@ -119,13 +120,16 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
     config = context.config
     with _Fork(context, _namespace_stage) as fork:
         add_to_cgroups(fork.stage_pid)
+        log.debug(f"create: namespace stage {fork.stage_pid} is in the cgroups")
         userns = config.linux.namespace("user")
         if userns and userns.path is None:
             sync.receive(fork.sock, sync.ID_MAP_REQUEST)
             namespaces.write_id_maps(fork.stage_pid, config.linux.uid_mappings,
                                      config.linux.gid_mappings)
+            log.debug(f"create: wrote the user namespace's id maps of {fork.stage_pid}")
         fork.go()
         init_pid = fork.receive_pid()
+        log.debug(f"create: init is pid {init_pid}")
         if config.process and config.process.oom_score_adj is not None:
             _write_oom_score_adj(init_pid, config.process.oom_score_adj)
         fork.go()
@@ -134,6 +138,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
         container_state = on_create_hooks(init_pid)
         sync.send(fork.sock, sync.HOOKS_DONE, state=container_state)
         fork.wait_for_exec()
+        log.debug(f"create: init {init_pid} has executed")
         return init_pid
 
 
@@ -156,10 +161,14 @@ def spawn_exec(context, add_to_cgroups):
     it to its exec. Returns its pid (host view)."""
     with _Fork(context, _exec_stage) as fork:
         add_to_cgroups(fork.stage_pid)
+        log.debug(f"exec: stage {fork.stage_pid} is in the container's cgroups; joins "
+                  + ", ".join(ns for ns in namespaces.JOIN_ORDER if ns in context.join))
         fork.go()
         pid = fork.receive_pid()
+        log.debug(f"exec: the process is pid {pid}")
         fork.go()
         fork.wait_for_exec()
+        log.debug(f"exec: pid {pid} has executed")
         return pid
 
 
@@ -233,6 +242,8 @@ def _namespace_stage(syscalls, context, init):
         namespaces.unshare(syscalls, sc.CLONE_NEWUSER)
         sync.send(sock, sync.ID_MAP_REQUEST)
     sync.receive(sock, sync.GO)
+    log.debug("namespace stage: joined " + (", ".join(sorted(joined)) or "none") + "; creates "
+              + (", ".join(ns.type for ns in linux.namespaces if ns.path is None) or "none"))
     namespaces.unshare(syscalls, namespaces.new_flags(linux.namespaces, skip=("user",)))
     if linux.time_offsets:
         namespaces.write_time_offsets(linux.time_offsets)

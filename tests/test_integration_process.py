@@ -1,6 +1,7 @@
 """The process as runc makes it (issue 9): capabilities, HOME, env, cwd,
 the program's lookup and exec errors. Each test runs runc 1.1.5 on the
 same bundle."""
+import json
 import os
 import shlex
 import shutil
@@ -334,3 +335,51 @@ def test_kill_all_after_init_exited_signals_what_is_left_in_the_cgroup(tmp_path)
             runtime.run("delete", container_id)
             done = runtime.run("kill", "--all", container_id, "9", check=False)
             assert "does not exist" in done.stderr, (runtime.name, done.stderr)
+
+
+@pytest.mark.parametrize("destination, log_format", [("stderr", "text"), ("file", "text"),
+                                                     ("file", "json")])
+def test_debug_lines_for_create_run_and_exec(tmp_path, destination, log_format):
+    """--debug: runc's line shapes on stderr or in --log; pyoci's include the
+    steps its forked processes take, after pivot_root too."""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            log = tmp_path / f"{runtime.name}.log"
+            flags = ["--debug", "--log-format", log_format]
+            if destination == "file":
+                flags += ["--log", log]
+            container_id = runtime.new_id()
+            lines = []
+            for args in (["run", "-d", "--bundle", bundle, container_id],
+                         ["exec", container_id, "true"]):
+                done = runtime.run(*flags, *args)
+                lines += (log.read_text() if destination == "file" else done.stderr).splitlines()
+                if destination == "file":
+                    log.unlink()
+                    assert "level" not in done.stderr, (runtime.name, done.stderr)
+            if log_format == "json":
+                entries = [json.loads(line) for line in lines]
+                # runc adds "func" and "file" under --debug
+                assert all(set(entry) >= {"level", "msg", "time"} for entry in entries)
+                messages = [entry["msg"] for entry in entries if entry["level"] == "debug"]
+            else:
+                messages = [line for line in lines if line.startswith("time=")
+                            and " level=debug msg=" in line]
+            assert len(messages) >= 3, (runtime.name, lines)
+            if runtime.name == "pyoci":
+                text = "\n".join(messages)
+                for step in ("create " + container_id, "init: entering the root filesystem",
+                             "init: the process: uid 0", "exec: the process: uid 0",
+                             "exec " + container_id):
+                    assert step in text, (step, text)
+
+
+def test_debug_lines_of_init_stay_out_of_the_containers_terminal(tmp_path):
+    def terminal(config):
+        config["process"]["terminal"] = True
+    bundle = make_bundle(tmp_path / "b", ["echo", "hi"], terminal)
+    with private_runtime(PYOCI) as runtime:
+        done = runtime.run("--debug", "run", "--bundle", bundle, runtime.new_id())
+        assert done.stdout == "hi\n"
+        assert "init: the process: uid 0" in done.stderr

@@ -130,3 +130,29 @@ def test_debug_lines_only_with_debug(tmp_path):
     log.debug("shown")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(line["level"], line["msg"]) for line in lines] == [("debug", "shown")]
+
+
+def test_a_held_destination_outlives_its_path_and_can_be_forgotten(tmp_path):
+    """Forked processes log through the fd held before fork: after
+    pivot_root the path is gone for them."""
+    path = tmp_path / "log"
+    log.configure(str(path), "json", debug=True)
+    log.hold_destination()
+    moved = tmp_path / "moved"
+    path.rename(moved)
+    log.debug("after the move")
+    assert not path.exists()
+    assert json.loads(moved.read_text())["msg"] == "after the move"
+    log.forget_destination()
+    log.debug("not written")
+    assert moved.read_text().count("\n") == 1
+
+
+def test_nothing_is_held_without_debug(tmp_path):
+    path = tmp_path / "log"
+    log.configure(str(path), "json")
+    log.hold_destination()
+    log.warning("first")
+    path.rename(tmp_path / "moved")
+    log.warning("by path again")
+    assert json.loads(path.read_text())["msg"] == "by path again"
