@@ -111,7 +111,8 @@ def _build_parser():
     execute.add_argument("-a", "--apparmor")
     execute.add_argument("--process-label")
     execute.add_argument("--preserve-fds", type=int, default=0)
-    execute.add_argument("--cgroup")
+    execute.add_argument("--cgroup", action="append", default=[],
+                         help="[CONTROLLER[,CONTROLLER]:]PATH: an existing sub-cgroup to run in")
     execute.add_argument("--ignore-paused", action="store_true")
     execute.add_argument("id")
     execute.add_argument("program", nargs=argparse.REMAINDER, help="COMMAND [ARGS...]")

@@ -133,12 +133,38 @@ def _process(config, container_process, options):
     return Process(raw)
 
 
-def _cgroups(container, sub_path):
+def _cgroups(container, cgroup_args):
+    """The container's cgroups, or those --cgroup names below them."""
     paths = dict(container.record.get("cgroup_paths") or {})
-    if sub_path:
-        paths = {key: os.path.join(directory, sub_path.lstrip("/"))
-                 for key, directory in paths.items()}
-        missing = [p for p in paths.values() if not os.path.isdir(p)]
-        if missing:
-            raise ExecError(f"--cgroup {sub_path}: {missing[0]} does not exist")
+    for key, sub_path in sub_cgroup_paths(cgroup_args, paths).items():
+        directory = os.path.normpath(os.path.join(paths[key], sub_path.lstrip("/")))
+        if not directory.startswith(paths[key].rstrip("/") + "/") and directory != paths[key]:
+            raise ExecError(f"--cgroup {sub_path}: not below the container's cgroup {paths[key]}")
+        if not os.path.isdir(directory):
+            raise ExecError(f"--cgroup {sub_path}: {directory} does not exist")
+        paths[key] = directory
     return cgroups.from_paths(paths)
+
+
+def sub_cgroup_paths(cgroup_args, paths):
+    """runc's --cgroup: one PATH for every hierarchy, or CONTROLLER[,…]:PATH
+    per controller (v1; each may be given once). Returns {paths key: PATH}."""
+    if not cgroup_args:
+        return {}
+    if len(cgroup_args) == 1 and ":" not in cgroup_args[0]:
+        return {key: cgroup_args[0] for key in paths}
+    chosen = {}
+    for arg in cgroup_args:
+        controllers, colon, sub_path = arg.partition(":")
+        if not colon:
+            raise ExecError(f"invalid --cgroup argument: {arg} (missing <controller>: prefix)")
+        if ":" in sub_path:
+            raise ExecError(f"invalid --cgroup argument: {arg}")
+        for controller in controllers.split(","):
+            key = controller if controller in paths else f"name={controller}"
+            if key not in paths or key == cgroups.UNIFIED_KEY:
+                known = ", ".join(k for k in paths if k != cgroups.UNIFIED_KEY) or "none: cgroup v2"
+                raise ExecError(f"invalid --cgroup argument: {arg}: no {controller!r} hierarchy "
+                                f"(the container's: {known})")
+            chosen[key] = sub_path
+    return chosen

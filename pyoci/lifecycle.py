@@ -44,9 +44,11 @@ def create(root, container_id, options):
     manager = None
     fds = []
     try:
-        manager = cgroups.manager_for(config.linux.cgroups_path, container_id,
-                                       systemd=options.systemd_cgroup,
-                                       annotations=config.annotations)
+        chosen = cgroups.manager_for(config.linux.cgroups_path, container_id,
+                                      systemd=options.systemd_cgroup,
+                                      annotations=config.annotations)
+        _refuse_a_cgroup_in_use(chosen)
+        manager = chosen  # from here on, undo kills what is in the cgroup
         container.record = {
             "id": container_id, "pid": 0, "pid_start_time": None, "creating": True,
             "bundle": options.bundle, "rootfs": config.root_path,
@@ -190,6 +192,16 @@ def connect_console(path):
         sock.close()
         raise ExecError(f"connect to console socket {path}: {errno_text(exc.errno)}") from None
     return sock.detach()
+
+
+def _refuse_a_cgroup_in_use(manager):
+    """As runc: a cgroup that already has processes, or is frozen, is not
+    a new container's (its limits and its kill would reach them)."""
+    found = manager.pids()
+    if found:
+        raise ContainerError(f"container's cgroup is not empty: {len(found)} process(es) found")
+    if manager.frozen():
+        raise ContainerError("container's cgroup unexpectedly frozen")
 
 
 def _undo_create(container, manager):

@@ -129,7 +129,8 @@ def fields(disk):
                       [("rdma", "rdma.max", f"{RDMA} hca_handle=2 hca_object=100")],
                       [("rdma.max", f"{RDMA} hca_handle=2 hca_object=100")]),
         "unified": Field({"unified": {"memory.high": str(32 << 20)}},
-                         "cannot use unified on cgroup v1", [("memory.high", str(32 << 20))]),
+                         "invalid configuration: cannot use unified on cgroup v1",
+                         [("memory.high", str(32 << 20))]),
     }
 
 

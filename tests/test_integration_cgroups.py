@@ -325,19 +325,19 @@ def test_update_zero_memory_values_are_unset_like_docker_sends_them(pyoci, tmp_p
 
 
 def test_delete_leaves_what_the_container_did_not_create(pyoci, tmp_path):
-    """cgroupsPath naming a cgroup that already exists and holds a process of
-    the host: delete kills only the container's processes, and removes only
-    the cgroup directories create made."""
+    """cgroupsPath naming a cgroup that already exists, empty; a process of
+    the host joins it later: delete kills only the container's processes,
+    and removes only the cgroup directories create made."""
     name = f"/pyoci-shared-{tmp_path.name}"
     existing = (V1 if UNIFIED else V1 / "memory") / name.lstrip("/")
     existing.mkdir()
     host_process = subprocess.Popen(["sleep", "100"])
     try:
-        (existing / "cgroup.procs").write_text(str(host_process.pid))
         bundle = make_bundle(tmp_path / "b", ["sleep", "100"],
                              mutate=lambda c: c["linux"].update(cgroupsPath=name))
         container_id = pyoci.new_id()
         pyoci.run("run", "--detach", "--bundle", bundle, container_id)
+        (existing / "cgroup.procs").write_text(str(host_process.pid))
         paths = json.loads((pyoci.root / container_id / "state.json").read_text())["cgroup_paths"]
         pyoci.run("delete", "--force", container_id)
         assert host_process.poll() is None, "a process the container did not start was killed"
@@ -352,6 +352,55 @@ def test_delete_leaves_what_the_container_did_not_create(pyoci, tmp_path):
         existing.rmdir()
 
 
+def _hierarchies(*v1_names):
+    return [V1] if UNIFIED else [V1 / name for name in v1_names]
+
+
+@pytest.mark.parametrize("in_use", ["a process", "frozen"])
+def test_create_refuses_a_cgroup_in_use_and_leaves_it_as_it_was(tmp_path, in_use):
+    """As runc: a cgroupsPath that has processes, or is frozen, is refused,
+    and nothing of it is touched (the process lives, the cgroup stays)."""
+    name = f"pyoci-busy-{tmp_path.name}"
+    # runc looks in the devices hierarchy, pyoci in the pids one; v1's freezer
+    kinds = ("devices", "pids") if in_use == "a process" else ("freezer",)
+    directories = [hierarchy / name for hierarchy in _hierarchies(*kinds)]
+    host_process = subprocess.Popen(["sleep", "100"])
+    try:
+        for directory in directories:
+            directory.mkdir()
+            if in_use == "a process":
+                (directory / "cgroup.procs").write_text(str(host_process.pid))
+            elif UNIFIED:
+                (directory / "cgroup.freeze").write_text("1")
+            else:
+                (directory / "freezer.state").write_text("FROZEN")
+        bundle = make_bundle(tmp_path / "b", ["true"],
+                             mutate=lambda c: c["linux"].update(cgroupsPath="/" + name))
+        words = ("container's cgroup is not empty: 1 process(es) found" if in_use == "a process"
+                 else "container's cgroup unexpectedly frozen")
+        # runc 1.1.5 only warns of a cgroup with processes (1.2 refuses it,
+        # as pyoci does), then its delete kills them: pyoci's result alone.
+        runtimes = (PYOCI, RUNC) if in_use == "frozen" else (PYOCI,)
+        for command in runtimes:
+            with private_runtime(command) as runtime:
+                done = runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+                assert done.returncode == 1 and words in done.stderr, (runtime.name, done.stderr)
+                assert runtime.listed_ids() == []
+            assert host_process.poll() is None and all(d.is_dir() for d in directories)
+    finally:
+        host_process.kill()
+        host_process.wait()
+        for directory in directories:
+            if (directory / "freezer.state").exists():
+                (directory / "freezer.state").write_text("THAWED")
+            if (directory / "cgroup.freeze").exists():
+                (directory / "cgroup.freeze").write_text("0")
+            wait_until(lambda: not (directory / "cgroup.procs").read_text().strip(),
+                       "the host process to leave")
+        for directory in directories:
+            directory.rmdir()
+
+
 @pytest.mark.skipif(not UNIFIED, reason="cgroup v2: controllers are enabled per subtree")
 def test_v2_container_gets_every_controller_without_limits(pyoci, tmp_path):
     """As runc: stats (pids, memory) and OOM events need the controllers even
@@ -359,3 +408,86 @@ def test_v2_container_gets_every_controller_without_limits(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sleep", "100"])
     controllers = read(pyoci, container_id, "", "cgroup.controllers").split()
     assert {"pids", "memory", "cpu"} <= set(controllers)
+
+
+def test_pids_limit_0_is_a_limit_of_its_own(pyoci, tmp_path):
+    """The spec: 0 is a valid pids limit and SHOULD be treated as such (runc
+    1.1.5 ignores it; 1.4 writes it): init runs, nothing forks."""
+    container_id = start(pyoci, tmp_path, ["sleep", "100"], {"pids": {"limit": 0}})
+    assert read(pyoci, container_id, "pids", "pids.max") == "0"
+    done = pyoci.run("exec", container_id, "true", check=False)
+    assert done.returncode != 0
+
+
+def test_update_memory_minus_1_is_unlimited_as_runc(tmp_path):
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"],
+                         mutate=lambda c: c["linux"].update(resources={"memory": {"limit": 64 << 20}}))
+    seen = {}
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            container_id = runtime.new_id()
+            runtime.run("run", "--detach", "--bundle", bundle, container_id)
+            runtime.run("update", "--memory", "-1", container_id)
+            pid = runtime.state(container_id)["pid"]
+            seen[runtime.name] = _memory_limit_of(pid)
+    assert seen["pyoci"] == seen["runc"] and seen["pyoci"] in ("max", str((1 << 63) - 4096))
+
+
+def _memory_limit_of(pid):
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    if UNIFIED:
+        return (V1 / lines[0][2].lstrip("/") / "memory.max").read_text().strip()
+    path = next(path for _, controllers, path in lines if controllers == "memory")
+    return (V1 / "memory" / path.lstrip("/") / "memory.limit_in_bytes").read_text().strip()
+
+
+@pytest.mark.skipif(UNIFIED, reason="v1's period and quota are two files; v2 writes cpu.max at once")
+def test_update_cpu_period_below_a_parents_limit_succeeds_in_runcs_order(tmp_path):
+    """The parent allows half a CPU, as does the container; the new period
+    over the old quota would exceed it: runc writes the quota, then the
+    period again."""
+    parent = V1 / "cpu" / f"pyoci-parent-{tmp_path.name}"
+    parent.mkdir()
+    try:
+        (parent / "cpu.cfs_quota_us").write_text("50000")
+        resources = {"cpu": {"quota": 50000, "period": 100000}}
+        bundle = make_bundle(tmp_path / "b", ["sleep", "100"], mutate=lambda c: c["linux"].update(
+            resources=resources, cgroupsPath=f"/{parent.name}/ctr"))
+        for command in (PYOCI, RUNC):
+            with private_runtime(command) as runtime:
+                container_id = runtime.new_id()
+                runtime.run("run", "--detach", "--bundle", bundle, container_id)
+                runtime.run("update", "--cpu-period", "50000", "--cpu-quota", "25000", container_id)
+                child = parent / "ctr"
+                assert ((child / "cpu.cfs_period_us").read_text(),
+                        (child / "cpu.cfs_quota_us").read_text()) == ("50000\n", "25000\n"), \
+                    runtime.name
+    finally:
+        parent.rmdir()
+
+
+@pytest.mark.skipif(UNIFIED, reason="v1's device lists; v2 replaces one BPF program")
+def test_update_of_device_rules_changes_only_what_differs(tmp_path):
+    """As runc's device emulator: an update that keeps the default deny
+    writes only the changed rules, so a sub-cgroup's rules (the kernel drops
+    them on a deny-all above) are kept. (runc 1.1.5's update leaves device
+    rules alone: there is nothing to compare.)"""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"], mutate=lambda c: c["linux"].update(
+        resources={"devices": [{"allow": False, "access": "rwm"}]}))
+    wider = {"devices": [{"allow": False, "access": "rwm"},
+                         {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}]}
+    with private_runtime(PYOCI) as runtime:
+        container_id = runtime.new_id()
+        runtime.run("run", "--detach", "--bundle", bundle, container_id)
+        pid = runtime.state(container_id)["pid"]
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = next(line.split(":", 2)[2].strip() for line in f
+                        if line.split(":")[1] == "devices")
+        sub = V1 / "devices" / path.lstrip("/") / "sub"
+        sub.mkdir()
+        before = (sub / "devices.list").read_text()
+        assert "c 1:3 rwm" in before
+        runtime.run("update", "--resources", "-", container_id, input=json.dumps(wider))
+        assert (sub / "devices.list").read_text() == before
+        assert "c 1:11 w" in (sub.parent / "devices.list").read_text()

@@ -26,7 +26,14 @@ def test_v1_memory_cpu_pids():
 def test_zero_values_runc_treats_as_unset_write_nothing():
     """Docker sends shares 0, weight 0, disableOOMKiller false."""
     assert r.v1_writes({"memory": {"disableOOMKiller": False}, "cpu": {"shares": 0},
-                        "blockIO": {"weight": 0}, "pids": {"limit": 0}}) == []
+                        "blockIO": {"weight": 0}}) == []
+
+
+def test_pids_limit_0_is_a_limit_as_the_spec_says():
+    assert r.v1_writes({"pids": {"limit": 0}}) == [("pids", "pids.max", "0")]
+    assert r.v2_writes({"pids": {"limit": 0}}) == [("pids.max", "0")]
+    assert r.v2_writes({"pids": {"limit": -1}}) == [("pids.max", "max")]
+    assert r.v2_writes({"pids": {}}) == []
 
 
 def test_v1_block_io_hugetlb_network_rdma():
@@ -109,3 +116,33 @@ def test_cpu_weight_conversion_stays_in_range(shares):
 @given(st.integers(min_value=10, max_value=1000))
 def test_io_weight_conversion_stays_in_range(weight):
     assert 1 <= r.io_weight_from_blkio(weight) <= 10000
+
+
+BASE_RULES = r.device_rules([{"allow": False, "access": "rwm"}])
+
+
+def _list_of(rules):
+    state = r.DeviceState.after(rules)
+    return "".join(f"{t} {n} {''.join(sorted(a))}\n" for (t, n), a in state.exceptions.items())
+
+
+def test_device_transition_from_allow_all_writes_every_rule():
+    assert r.device_transition("a *:* rwm\n", BASE_RULES) == BASE_RULES
+
+
+def test_device_transition_to_the_same_rules_writes_nothing():
+    assert r.device_transition(_list_of(BASE_RULES), BASE_RULES) == []
+
+
+def test_device_transition_removes_then_adds_only_what_changes():
+    current = _list_of(BASE_RULES + [("devices.allow", "c 10:229 rwm"),
+                                     ("devices.allow", "b 8:0 rwm")])
+    target = BASE_RULES + [("devices.allow", "c 10:229 r"), ("devices.allow", "c 4:1 rw")]
+    assert r.device_transition(current, target) == [
+        ("devices.deny", "b 8:0 mrw"), ("devices.deny", "c 10:229 mw"),
+        ("devices.allow", "c 4:1 rw")]
+
+
+def test_device_transition_to_allow_by_default_resets():
+    rules = [("devices.allow", "a"), ("devices.deny", "c 1:9 rwm")]
+    assert r.device_transition(_list_of(BASE_RULES), rules) == rules

@@ -122,6 +122,15 @@ def pids_below(directory):
     return pids
 
 
+def add_process(directory, pid):
+    """Move PID into the cgroup DIRECTORY, saying which one refused."""
+    try:
+        write_file(directory, "cgroup.procs", str(pid))
+    except OSError as exc:
+        from pyoci.errors import ExecError, errno_text
+        raise ExecError(f"add pid {pid} to cgroup {directory}: {errno_text(exc.errno)}") from None
+
+
 def write_file(directory, name, value):
     with open(os.path.join(directory, name), "w") as f:
         f.write(value)
@@ -150,10 +159,14 @@ def make_dir(directory):
 
 
 def remove_dir(directory):
-    """rmdir a cgroup; already gone is fine, still in use (by processes that
-    are not the container's) is left with a warning."""
+    """rmdir a cgroup and the sub-cgroups made below it (as runc does);
+    already gone is fine, still in use (by processes that are not the
+    container's) is left with a warning."""
     import errno
     try:
+        for below, subdirectories, _ in os.walk(directory, topdown=False):
+            for name in subdirectories:
+                os.rmdir(os.path.join(below, name))
         os.rmdir(directory)
     except FileNotFoundError:
         pass

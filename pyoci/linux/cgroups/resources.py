@@ -3,7 +3,7 @@
 Pure functions: they turn the config's LinuxResources object into an ordered
 list of ``(controller, file, value)`` (v1) or ``(file, value)`` (v2), so the
 translation is testable without a cgroup tree. Zero values that runc treats
-as "unset" (cpu shares, blkio weight, pids limit 0) write nothing.
+as "unset" (cpu shares, blkio weight) write nothing.
 """
 from pyoci.errors import ConfigError
 
@@ -45,12 +45,15 @@ def _device(entry):
     return f"{entry['major']}:{entry['minor']}"
 
 
-def v1_writes(resources, available_files=None):
+def v1_writes(resources, available_files=None, devices_list=None):
     """[(controller, file, value)] in the order they must be written.
     AVAILABLE_FILES (the blkio directory's), when given, decides between
-    CFQ's blkio.weight files and BFQ's blkio.bfq.weight like runc."""
+    CFQ's blkio.weight files and BFQ's blkio.bfq.weight like runc; with
+    DEVICES_LIST (the cgroup's devices.list), device rules are written as
+    the fewest changes from it."""
     if resources.get("unified"):
-        raise ConfigError("config.json: linux.resources.unified: cannot use unified on cgroup v1")
+        raise ConfigError("config.json: linux.resources.unified: invalid configuration: "
+                          "cannot use unified on cgroup v1")
     writes = []
     bfq = available_files is not None and "blkio.weight" not in available_files and \
         "blkio.bfq.weight" in available_files
@@ -71,8 +74,8 @@ def v1_writes(resources, available_files=None):
         add(controller, name, value)
 
     pids = resources.get("pids") or {}
-    if pids.get("limit"):
-        add("pids", "pids.max", "max" if pids["limit"] < 0 else pids["limit"])
+    if pids.get("limit") is not None:
+        add("pids", "pids.max", _pids_max(pids["limit"]))
 
     block_io = resources.get("blockIO") or {}
     if block_io.get("weight"):
@@ -104,7 +107,10 @@ def v1_writes(resources, available_files=None):
         add("rdma", "rdma.max", _rdma_line(device, limits))
 
     if resources.get("devices") is not None:
-        for rule in device_rules(resources["devices"]):
+        rules = device_rules(resources["devices"])
+        if devices_list is not None:
+            rules = device_transition(devices_list, rules)
+        for rule in rules:
             add("devices", *rule)
     return writes
 
@@ -122,6 +128,67 @@ def device_rules(devices):
     for dev_type, major, minor, access in DEFAULT_ALLOWED_DEVICES:
         rules.append(("devices.allow", f"{dev_type} {major}:{minor} {access}"))
     return rules
+
+
+class DeviceState:
+    """What a v1 devices cgroup allows, as the kernel keeps it: a default
+    (allow or deny everything) and exceptions {(type, major, minor): access}."""
+
+    def __init__(self, allow_by_default, exceptions):
+        self.allow_by_default = allow_by_default
+        self.exceptions = exceptions
+
+    @classmethod
+    def from_list(cls, text):
+        """devices.list: "a *:* rwm" alone is allow-by-default (whose deny
+        exceptions the kernel does not show); anything else lists the allowed."""
+        lines = text.split()
+        if lines == ["a", "*:*", "rwm"]:
+            return cls(True, None)
+        exceptions = {}
+        for line in text.splitlines():
+            dev_type, numbers, access = line.split()
+            exceptions[(dev_type, numbers)] = set(access)
+        return cls(False, exceptions)
+
+    @classmethod
+    def after(cls, rules):
+        """The state that RULES (devices.allow/deny writes) lead to, from a reset."""
+        state = cls(True, {})
+        for name, line in rules:
+            allow = name == "devices.allow"
+            if line == "a":
+                state = cls(allow, {})
+                continue
+            dev_type, numbers, access = line.split()
+            key = (dev_type, numbers)
+            held = state.exceptions.setdefault(key, set())
+            if allow != state.allow_by_default:
+                held.update(access)  # an exception to the default
+            else:
+                held.difference_update(access)
+                if not held:
+                    del state.exceptions[key]
+        return state
+
+
+def device_transition(devices_list, rules):
+    """The fewest writes from the cgroup's DEVICES_LIST to what RULES make, as
+    runc does it: with the same deny-by-default, only the exceptions that
+    change (removals first), so no moment denies what stays allowed, and a
+    sub-cgroup keeps its own rules. Otherwise, RULES from their reset."""
+    current, target = DeviceState.from_list(devices_list), DeviceState.after(rules)
+    if current.allow_by_default or target.allow_by_default:
+        return rules
+    removals, additions = [], []
+    for key in sorted(set(current.exceptions) | set(target.exceptions)):
+        held, wanted = current.exceptions.get(key, set()), target.exceptions.get(key, set())
+        line = f"{key[0]} {key[1]} "
+        if held - wanted:
+            removals.append(("devices.deny", line + "".join(sorted(held - wanted))))
+        if wanted - held:
+            additions.append(("devices.allow", line + "".join(sorted(wanted - held))))
+    return removals + additions
 
 
 def _number(value):
@@ -197,8 +264,8 @@ def v2_writes(resources, available_files=None):
         writes.append(("cpuset.mems", cpu["mems"]))
 
     pids = resources.get("pids") or {}
-    if pids.get("limit"):
-        writes.append(("pids.max", "max" if pids["limit"] < 0 else str(pids["limit"])))
+    if pids.get("limit") is not None:
+        writes.append(("pids.max", str(_pids_max(pids["limit"]))))
 
     block_io = resources.get("blockIO") or {}
     bfq = available_files is None or "io.bfq.weight" in available_files
@@ -235,3 +302,9 @@ def v2_writes(resources, available_files=None):
 def v2_controllers(writes):
     """The controllers a list of v2 writes needs enabled: the part before the dot."""
     return sorted({name.split(".", 1)[0] for name, _ in writes} - {"cgroup"})
+
+
+def _pids_max(limit):
+    """-1 (any negative) is no limit; 0 is a limit, as the spec says it
+    SHOULD be (no fork: only init). runc 1.1.5 leaves 0 unset; 1.4 agrees."""
+    return "max" if limit < 0 else limit

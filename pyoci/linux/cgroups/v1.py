@@ -4,8 +4,9 @@ import os
 import errno
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, container_cgroup, directories, own_cgroups,
-                                 make_dir, pids_below, remove_dir, wait_for, write_file)
+from pyoci.linux.cgroups import (UNIFIED_KEY, add_process, container_cgroup, directories,
+                                 make_dir, own_cgroups, pids_below, remove_dir, wait_for,
+                                 write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 from pyoci.linux.mounts import mount_table
 
@@ -64,7 +65,15 @@ class Manager:
         """Write linux.resources into the controllers' files."""
         blkio = self.paths.get("blkio")
         blkio_files = set(os.listdir(blkio)) if blkio and os.path.isdir(blkio) else None
-        writes = _memory_order(v1_writes(resources, blkio_files), self.paths.get("memory"))
+        devices = self.paths.get("devices")
+        devices_list = None
+        if devices and resources.get("devices") is not None:
+            with open(os.path.join(devices, "devices.list")) as f:
+                devices_list = f.read()
+        writes = _memory_order(v1_writes(resources, blkio_files, devices_list),
+                               self.paths.get("memory"))
+        sets_quota = any(name == "cpu.cfs_quota_us" for _, name, _ in writes)
+        retry_period = None
         for controller, name, value in writes:
             directory = self.paths.get(controller)
             if directory is None:
@@ -78,14 +87,22 @@ class Manager:
                 if name in V1_OPTIONAL and exc.errno in (errno.ENOENT, errno.EOPNOTSUPP,
                                                          errno.EINVAL):
                     continue  # kernel memory limits: gone from newer kernels, and deprecated
-                if not os.path.exists(os.path.join(directory, name)):
-                    raise ConfigError(f"config.json: linux.resources: {name} is not "
-                                      "supported by this kernel") from None
-                raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
+                if name == "cpu.cfs_period_us" and exc.errno == errno.EINVAL and sets_quota:
+                    # As runc: the old quota over the new period may exceed the
+                    # parent's limit; the new quota comes next, then the period again.
+                    retry_period = (directory, name, value)
+                    continue
+                _refuse_write(directory, name, value, exc)
+            if name == "cpu.cfs_quota_us" and retry_period is not None:
+                try:
+                    write_file(*retry_period)
+                except OSError as exc:
+                    _refuse_write(*retry_period, exc)
+                retry_period = None
 
     def add(self, pid):
         for directory in directories(self.paths):
-            write_file(directory, "cgroup.procs", str(pid))
+            add_process(directory, pid)
 
     def pids(self):
         """Every process in the container's cgroup."""
@@ -119,6 +136,13 @@ class Manager:
         for directory in directories(self.paths):
             if owned is None or directory in owned:
                 remove_dir(directory)
+
+
+def _refuse_write(directory, name, value, exc):
+    if not os.path.exists(os.path.join(directory, name)):
+        raise ConfigError(f"config.json: linux.resources: {name} is not "
+                          "supported by this kernel") from None
+    raise ExecError(f"write {value!r} to {name}: {errno_text(exc.errno)}") from None
 
 
 def _make_cpuset(directory):

@@ -2,8 +2,8 @@
 import os
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, make_dir, pids_below, remove_dir, wait_for,
-                                 write_file)
+from pyoci.linux.cgroups import (UNIFIED_KEY, add_process, make_dir, pids_below, remove_dir,
+                                 wait_for, write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
@@ -79,7 +79,7 @@ class Manager:
                 raise ExecError(f"enable {request} in {directory}: {errno_text(exc.errno)}") from None
 
     def add(self, pid):
-        write_file(self.directory, "cgroup.procs", str(pid))
+        add_process(self.directory, pid)
 
     def pids(self):
         return pids_below(self.directory)
