@@ -89,6 +89,22 @@ long pyoci_join_session_keyring(const char *name)
 
 int pyoci_personality(unsigned long persona) { return personality(persona); }
 
+/* ATTR is a struct sched_attr, its size in its first field (Python packs it). */
+int pyoci_sched_setattr(int pid, const void *attr, unsigned int flags)
+{
+    return syscall(SYS_sched_setattr, pid, attr, flags);
+}
+
+int pyoci_ioprio_set(int which, int who, int ioprio)
+{
+    return syscall(SYS_ioprio_set, which, who, ioprio);
+}
+
+long pyoci_set_mempolicy(int mode, const unsigned long *nodemask, unsigned long maxnode)
+{
+    return syscall(SYS_set_mempolicy, mode, nodemask, maxnode);
+}
+
 /* FILTER is LENGTH bytes of struct sock_filter, as pyoci/linux/seccomp.py assembles them. */
 int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length)
 {

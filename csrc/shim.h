@@ -25,6 +25,9 @@ int pyoci_prctl(int option, unsigned long arg2, unsigned long arg3,
 int pyoci_setdomainname(const char *name, size_t len);
 long pyoci_join_session_keyring(const char *name);
 int pyoci_personality(unsigned long persona);
+int pyoci_sched_setattr(int pid, const void *attr, unsigned int flags);
+int pyoci_ioprio_set(int which, int who, int ioprio);
+long pyoci_set_mempolicy(int mode, const unsigned long *nodemask, unsigned long maxnode);
 int pyoci_reset_signals(void);
 long pyoci_bpf(int command, void *attr, unsigned int size);
 int pyoci_seccomp_load(unsigned int flags, const void *filter, size_t length);

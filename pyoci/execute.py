@@ -71,6 +71,7 @@ def execute(root, container_id, options):
             process=proc, join=join, chroot_fd=chroot_fd, container_id=container_id,
             console_socket_fd=console_fd, preserve_fds=options.preserve_fds or 0,
             caps=prepared["caps"], rlimits=prepared["rlimits"], seccomp=prepared["seccomp"],
+            placement=prepared["placement"], persona=prepared["persona"],
             no_new_keyring=False, user_namespace="user" in join)
         manager = _cgroups(container, options.cgroup)
         pid = processes.spawn_exec(context, manager.add)
@@ -126,8 +127,10 @@ def _process(config, container_process, options):
                 caps[set_name] = list(dict.fromkeys([*(caps.get(set_name) or []), *options.caps]))
         if options.no_new_privs:
             raw["noNewPrivileges"] = True
+    from pyoci.spec import check_supported
     try:
         validate_config({"ociVersion": config.oci_version, "process": raw})
+        check_supported({"process": raw})
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config.json: ", "process: ", 1)) from None
     return Process(raw)

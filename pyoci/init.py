@@ -68,16 +68,13 @@ def run(syscalls, context):
     _write_sysctls(linux.sysctl)
     if own_mounts:
         rootfs.finish(syscalls, config)
-    if linux.personality:
-        syscalls.personality(_PERSONALITIES[linux.personality["domain"]])
 
     process = config.process
     if process is None:
         # start will refuse; init only has to wait like any created container.
         _finish_and_exec(syscalls, context, "/", ["/"], [], state, None)
-    program, env, seccomp_filter = become_process(
-        syscalls, process, context.caps, context.rlimits, context.seccomp,
-        context.extra_env, context.console_socket_fd, mount_console=True)
+    program, env, seccomp_filter = become_process(syscalls, context, process, context.extra_env,
+                                                  mount_console=True)
     _finish_and_exec(syscalls, context, program, process.args, env, state, seccomp_filter)
 
 
@@ -89,9 +86,8 @@ def run_exec(syscalls, context):
         os.setsid()
     if not context.no_new_keyring:
         _join_session_keyring(syscalls, context.container_id)
-    program, env, seccomp_filter = become_process(
-        syscalls, process, context.caps, context.rlimits, context.seccomp, [],
-        context.console_socket_fd, mount_console=False)
+    program, env, seccomp_filter = become_process(syscalls, context, process, [],
+                                                  mount_console=False)
     keep = {0, 1, 2, context.sync_sock.fileno(), *range(3, 3 + context.preserve_fds)}
     for fd in range(3, 3 + context.preserve_fds):
         os.set_inheritable(fd, True)
@@ -107,18 +103,22 @@ def run_exec(syscalls, context):
         raise ExecError(f"exec {program}: {errno_text(exc.errno)}") from None
 
 
-def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter, extra_env,
-                   console_socket_fd, mount_console):
-    """Everything of config's `process` but the exec: terminal, rlimits, user,
-    capabilities, cwd, no_new_privs; shared by init and `exec` (only init's
-    terminal becomes /dev/console: MOUNT_CONSOLE).
+def become_process(syscalls, context, process, extra_env, mount_console):
+    """Everything of config's `process` but the exec: terminal, rlimits,
+    personality, scheduling, user, capabilities, cwd, no_new_privs; shared by
+    init and `exec` (only init's terminal becomes /dev/console: MOUNT_CONSOLE).
+    CONTEXT (an InitContext or ExecContext) has what create or exec prepared.
 
     Returns (program path, env list, the seccomp filter still to load just
     before exec, or None if it had to be loaded here already).
     """
     if process.terminal:
-        _setup_terminal(syscalls, console_socket_fd, process, mount_console)
-    rlimits.apply(resolved_rlimits)
+        _setup_terminal(syscalls, context.console_socket_fd, process, mount_console)
+    rlimits.apply(context.rlimits)
+    if context.persona is not None:
+        syscalls.personality(context.persona)
+    context.placement.apply(syscalls)
+    seccomp_filter = context.seccomp
     if seccomp_filter is not None and not process.no_new_privileges:
         # Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do it
         # before the capabilities go, as runc does; else as late as possible.
@@ -131,7 +131,7 @@ def become_process(syscalls, process, cap_sets, resolved_rlimits, seccomp_filter
     # As runc: first as the runtime's root, which reaches directories the
     # user may not; where root is refused (a root-squashed mount), as the user.
     entered = _enter_cwd(process.cwd, retry_on_permission=True)
-    _become_user(syscalls, process, cap_sets)
+    _become_user(syscalls, process, context.caps)
     if not entered:
         _enter_cwd(process.cwd, retry_on_permission=False)
     program = find_program(process.args[0] if process.args else "", env)
@@ -358,5 +358,3 @@ def close_fds_except(keep):
         low = fd + 1
     os.closerange(low, 1 << 20)
 
-
-_PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}

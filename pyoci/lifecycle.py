@@ -87,6 +87,7 @@ def create(root, container_id, options):
             no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
             cgroup_paths=manager.paths, caps=prepared["caps"], rlimits=prepared["rlimits"],
             extra_env=prepared["extra_env"], seccomp=prepared["seccomp"],
+            placement=prepared["placement"], persona=prepared["persona"],
             state_dir_fd=state_dir_fd)
 
         def on_create_hooks(init_pid):
@@ -122,14 +123,18 @@ def create(root, container_id, options):
 
 
 def process_settings(config, proc):
-    """A process's capabilities, rlimits and the container's seccomp filter,
-    checked and compiled before anything exists (create and exec alike)."""
-    from pyoci.linux import caps, rlimits
-    settings = {"caps": None, "rlimits": [], "seccomp": None}
+    """A process's capabilities, rlimits, scheduling, and the container's
+    personality and seccomp filter, checked and compiled before anything
+    exists (create and exec alike): the InitContext's and ExecContext's
+    fields of those names."""
+    from pyoci.linux import caps, personality, rlimits, scheduling
+    settings = {"caps": None, "rlimits": [], "seccomp": None, "placement": None,
+                "persona": personality.persona(config.linux.personality)}
     if proc is not None:
         if proc.capabilities is not None:
             settings["caps"] = caps.CapabilitySets(proc.capabilities)
         settings["rlimits"] = rlimits.resolve(proc.rlimits)
+        settings["placement"] = scheduling.ProcessPlacement(proc, config.linux)
     if config.linux.seccomp is not None:
         from pyoci.linux import seccomp  # only a config that has one pays for it
         settings["seccomp"] = seccomp.compile_filter(config.linux.seccomp)

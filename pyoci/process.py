@@ -24,7 +24,7 @@ class InitContext:
     __slots__ = ("config", "container_id", "bundle", "sync_sock", "fifo_fd", "waiter_fd",
                  "console_socket_fd", "preserve_fds", "no_pivot", "no_new_keyring",
                  "cgroup_paths", "caps", "rlimits", "extra_env", "seccomp",
-                 "state_dir_fd")
+                 "placement", "persona", "state_dir_fd")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -35,7 +35,7 @@ class ExecContext:
     """What an `exec` process needs, prepared by the runtime before fork."""
     __slots__ = ("process", "join", "chroot_fd", "container_id", "sync_sock",
                  "console_socket_fd", "preserve_fds", "caps", "rlimits", "seccomp",
-                 "no_new_keyring", "user_namespace")
+                 "placement", "persona", "no_new_keyring", "user_namespace")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -158,14 +158,24 @@ def _serve_mount_sources(sock, sources):
 
 def spawn_exec(context, add_to_cgroups):
     """Fork a process into a running container's namespaces and cgroups; drive
-    it to its exec. Returns its pid (host view)."""
+    it to its exec. Returns its pid (host view).
+
+    process.execCPUAffinity: its initial CPUs are the stage's before it joins
+    the cgroups (which may reset them: a v1 cpuset does), the final ones the
+    process's once it is in them.
+    """
+    affinity = context.placement.cpu_affinity
     with _Fork(context, _exec_stage) as fork:
+        if affinity is not None:
+            affinity.set(fork.stage_pid, affinity.initial, "initial")
         add_to_cgroups(fork.stage_pid)
         log.debug(f"exec: stage {fork.stage_pid} is in the container's cgroups; joins "
                   + ", ".join(ns for ns in namespaces.JOIN_ORDER if ns in context.join))
         fork.go()
         pid = fork.receive_pid()
         log.debug(f"exec: the process is pid {pid}")
+        if affinity is not None:
+            affinity.set(pid, affinity.final, "final")
         fork.go()
         fork.wait_for_exec()
         log.debug(f"exec: pid {pid} has executed")

@@ -69,7 +69,8 @@ class Rlimit:
 
 class Process:
     __slots__ = ("terminal", "args", "env", "cwd", "user", "capabilities",
-                 "rlimits", "no_new_privileges", "oom_score_adj", "console_size")
+                 "rlimits", "no_new_privileges", "oom_score_adj", "console_size",
+                 "scheduler", "io_priority", "exec_cpu_affinity")
 
     def __init__(self, raw):
         self.terminal = raw.get("terminal", False)
@@ -83,6 +84,9 @@ class Process:
         self.no_new_privileges = raw.get("noNewPrivileges", False)
         self.oom_score_adj = raw.get("oomScoreAdj")
         self.console_size = raw.get("consoleSize")
+        self.scheduler = raw.get("scheduler")
+        self.io_priority = raw.get("ioPriority")
+        self.exec_cpu_affinity = raw.get("execCPUAffinity")
 
 
 class Mount:
@@ -131,7 +135,7 @@ class Linux:
     __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "devices",
                  "cgroups_path", "resources", "rootfs_propagation",
                  "masked_paths", "readonly_paths", "sysctl", "time_offsets",
-                 "personality", "seccomp")
+                 "personality", "seccomp", "memory_policy", "net_devices")
 
     def __init__(self, raw):
         raw = raw or {}
@@ -148,6 +152,8 @@ class Linux:
         self.time_offsets = raw.get("timeOffsets") or {}
         self.personality = raw.get("personality")
         self.seccomp = raw.get("seccomp")
+        self.memory_policy = raw.get("memoryPolicy")
+        self.net_devices = raw.get("netDevices") or {}
 
     def namespace(self, ns_type):
         """The Namespace entry of that type, or None."""
@@ -181,16 +187,11 @@ class Config:
 UNSUPPORTED = (
     ("process.apparmorProfile", "AppArmor is not supported"),
     ("process.selinuxLabel", "SELinux is not supported"),
-    ("process.ioPriority", "I/O priority is not supported yet"),
-    ("process.scheduler", "scheduling policies are not supported yet"),
-    ("process.execCPUAffinity", "CPU affinity is not supported yet"),
     ("process.commandLine", "a Windows setting: use process.args"),
     ("process.user.username", "a Windows setting: use process.user.uid"),
     ("linux.mountLabel", "SELinux is not supported"),
     ("linux.intelRdt", "Intel RDT is not supported"),
     ("linux.netDevices", "moving network devices is not supported yet"),
-    ("linux.memoryPolicy", "memory policies are not supported yet"),
-    ("linux.personality.flags", "personality flags are not supported"),
     ("windows", "settings for another platform"),
     ("solaris", "settings for another platform"),
     ("vm", "settings for a virtual-machine runtime"),

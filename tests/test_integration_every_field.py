@@ -82,7 +82,10 @@ def process_fields(config):
                                    "minor": 3, "fileMode": 0o640, "uid": 5, "gid": 6}]
     config["linux"]["maskedPaths"].append("/etc/masked")
     config["linux"]["readonlyPaths"].append("/root")
-    config["linux"]["personality"] = {"domain": "LINUX32"}
+    config["linux"]["personality"] = {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}
+    config["linux"]["memoryPolicy"] = {"mode": "MPOL_BIND", "nodes": "0"}
+    process["scheduler"] = {"policy": "SCHED_BATCH", "nice": 3}
+    process["ioPriority"] = {"class": "IOPRIO_CLASS_BE", "priority": 6}
     config["linux"]["rootfsPropagation"] = "private"
     config["linux"]["cgroupsPath"] = "/pyoci-field-test"
     config["linux"]["seccomp"] = SECCOMP
@@ -100,6 +103,8 @@ cat /etc/masked 2>&1 | head -c 40; echo; echo "masked-size=$(wc -c </etc/masked)
 touch /root/x 2>&1; echo "uname=$(uname -m)"
 awk '$5 == "/"' /proc/self/mountinfo; grep pyoci-field-test /proc/self/cgroup | head -1
 kill -0 $$ 2>&1; echo "signal0=$?"; kill -CONT $$; echo "cont=$?"
+echo "personality=$(cat /proc/self/personality)"; grep -E '^(policy|prio) ' /proc/self/sched
+ionice -p $$; grep -m1 heap /proc/self/numa_maps
 """
 
 
@@ -201,6 +206,14 @@ FIELDS = {
     "linux.maskedPaths": ("process", expect(r"^masked-size=0$")),
     "linux.readonlyPaths": ("process", expect(r"touch: /root/x: Read-only file system")),
     "linux.personality": ("process", expect(r"^uname=i686$")),
+    "linux.personality.flags": ("process", expect(r"^personality=00040008$")),
+    "linux.memoryPolicy": ("process", expect(r" bind:0 ")),
+    "process.scheduler": ("process", lambda output: re.search(r"^policy\s+:\s+3$", output, re.M)
+                          and re.search(r"^prio\s+:\s+123$", output, re.M)),
+    "process.ioPriority": ("process", expect(r"^best-effort: prio 6$")),
+    "process.execCPUAffinity": (
+        ELSEWHERE, "tests/test_integration_scheduling.py::"
+        "test_exec_cpu_affinity_final_is_the_exec_process_s_and_not_init_s"),
     "linux.resources": (
         ELSEWHERE, "tests/test_integration_cgroup_fields.py::test_each_field_is_written_or_refused_in_one_line"),
 }
@@ -209,16 +222,11 @@ FIELDS = {
 REFUSED = {
     "process.apparmorProfile": "unconfined",
     "process.selinuxLabel": "system_u:system_r:container_t:s0",
-    "process.ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 4},
-    "process.scheduler": {"policy": "SCHED_BATCH"},
-    "process.execCPUAffinity": {"initial": "0"},
     "process.commandLine": "sh -c true",
     "process.user.username": "root",
     "linux.mountLabel": "system_u:object_r:container_file_t:s0",
     "linux.intelRdt": {"closID": "pyoci"},
     "linux.netDevices": {"dummy0": {"name": "eth9"}},
-    "linux.memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0"},
-    "linux.personality.flags": ["ADDR_NO_RANDOMIZE"],
     "linux.seccomp.listenerPath": "/run/none.sock",
     "linux.seccomp.listenerMetadata": "meta",
     "windows": {"layerFolders": ["C:\\layers"]},

@@ -61,6 +61,9 @@ BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 2
 
 
+IOPRIO_WHO_PROCESS = 1
+
+
 def _check(result, what, path=None):
     if result < 0:
         from pyoci._native import ffi
@@ -213,6 +216,22 @@ class Syscalls:
 
     def personality(self, persona):
         _check(self._lib.pyoci_personality(persona), "personality")
+
+    def sched_setattr(self, attr):
+        """ATTR: the bytes of a struct sched_attr, for this process."""
+        _check(self._lib.pyoci_sched_setattr(0, attr, 0), "sched_setattr")
+
+    def ioprio_set_process(self, ioprio):
+        _check(self._lib.pyoci_ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio), "ioprio_set")
+
+    def set_mempolicy(self, mode, nodes):
+        """MODE (flags included) over the memory nodes NODES, for this process."""
+        words = max(1, (max(nodes, default=0) + 64) // 64)
+        mask = self._ffi.new("unsigned long[]", words)
+        for node in nodes:
+            mask[node // 64] |= 1 << (node % 64)
+        _check(self._lib.pyoci_set_mempolicy(mode, mask if nodes else self._ffi.NULL,
+                                             words * 64 + 1 if nodes else 0), "set_mempolicy")
 
 
 _instance = None
