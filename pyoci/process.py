@@ -12,7 +12,7 @@ import signal
 
 from pyoci import log, sync
 from pyoci.errors import ExecError, describe
-from pyoci.linux import namespaces
+from pyoci.linux import namespaces, network
 from pyoci.linux.mount_sources import MountSources
 from pyoci.linux import syscalls as sc
 
@@ -130,6 +130,9 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
         fork.go()
         init_pid = fork.receive_pid()
         log.debug(f"create: init is pid {init_pid}")
+        if config.linux.net_devices:
+            network.move_devices(config.linux.net_devices, f"/proc/{init_pid}/ns/net")
+            log.debug(f"create: moved {', '.join(config.linux.net_devices)} into init's netns")
         if config.process and config.process.oom_score_adj is not None:
             _write_oom_score_adj(init_pid, config.process.oom_score_adj)
         fork.go()

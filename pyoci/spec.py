@@ -9,7 +9,7 @@ import os
 
 from pyoci import log
 from pyoci.errors import ConfigError
-from pyoci.linux import mounts
+from pyoci.linux import mounts, network
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -191,7 +191,6 @@ UNSUPPORTED = (
     ("process.user.username", "a Windows setting: use process.user.uid"),
     ("linux.mountLabel", "SELinux is not supported"),
     ("linux.intelRdt", "Intel RDT is not supported"),
-    ("linux.netDevices", "moving network devices is not supported yet"),
     ("windows", "settings for another platform"),
     ("solaris", "settings for another platform"),
     ("vm", "settings for a virtual-machine runtime"),
@@ -253,7 +252,7 @@ def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
     for rule in (_check_version, _check_root, _check_namespaces,
                  _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute, _check_sysctls, mounts.check):
+                 _check_cwd_absolute, _check_sysctls, mounts.check, network.check_devices):
         rule(config)
 
 
