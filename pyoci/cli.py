@@ -51,6 +51,8 @@ def _build_parser():
         sub.add_argument("-b", "--bundle", default=".")
         sub.add_argument("--pid-file")
         sub.add_argument("--console-socket")
+        sub.add_argument("--pidfd-socket", help="a unix socket to send the container "
+                         "process's pidfd to")
         sub.add_argument("--no-pivot", action="store_true")
         sub.add_argument("--no-new-keyring", action="store_true")
         sub.add_argument("--preserve-fds", type=int, default=0)
@@ -102,6 +104,7 @@ def _build_parser():
     execute.add_argument("-d", "--detach", action="store_true")
     execute.add_argument("--pid-file")
     execute.add_argument("--console-socket")
+    execute.add_argument("--pidfd-socket", help="a unix socket to send the process's pidfd to")
     execute.add_argument("--cwd")
     execute.add_argument("-e", "--env", action="append", default=[])
     execute.add_argument("-u", "--user", help="UID[:GID]")
@@ -122,7 +125,8 @@ def _build_parser():
 def _create_options(args):
     from pyoci.lifecycle import CreateOptions
     return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
-                         console_socket=args.console_socket, no_pivot=args.no_pivot,
+                         console_socket=args.console_socket, pidfd_socket=args.pidfd_socket,
+                         no_pivot=args.no_pivot,
                          no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds,
                          systemd_cgroup=args.systemd_cgroup)
 
@@ -189,7 +193,8 @@ def cmd_exec(args):
     from pyoci.execute import ExecOptions, execute
     options = ExecOptions(
         process_file=args.process, args=args.program, tty=args.tty, detach=args.detach,
-        pid_file=args.pid_file, console_socket=args.console_socket, cwd=args.cwd,
+        pid_file=args.pid_file, console_socket=args.console_socket,
+        pidfd_socket=args.pidfd_socket, cwd=args.cwd,
         env=args.env, user=args.user, additional_gids=args.additional_gids, caps=args.cap,
         no_new_privs=args.no_new_privs, apparmor=args.apparmor,
         process_label=args.process_label, preserve_fds=args.preserve_fds, cgroup=args.cgroup,

@@ -22,7 +22,8 @@ NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts":
 
 class ExecOptions:
     __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket", "cwd",
-                 "env", "user", "additional_gids", "caps", "no_new_privs", "apparmor",
+                 "pidfd_socket", "env", "user", "additional_gids", "caps", "no_new_privs",
+                 "apparmor",
                  "process_label", "preserve_fds", "cgroup", "ignore_paused")
 
     def __init__(self, **fields):
@@ -60,7 +61,7 @@ def execute(root, container_id, options):
         console_fd = terminal_end = None
         if proc.terminal:
             if options.console_socket:
-                console_fd = lifecycle.connect_console(options.console_socket)
+                console_fd = lifecycle.connect_unix(options.console_socket, "console socket")
             elif not options.detach:
                 terminal_end, console_end = lifecycle.console_pair()
                 console_fd = console_end.detach()
@@ -74,7 +75,13 @@ def execute(root, container_id, options):
             placement=prepared["placement"], persona=prepared["persona"],
             no_new_keyring=False, user_namespace="user" in join)
         manager = _cgroups(container, options.cgroup)
+        pidfd_socket_fd = None
+        if options.pidfd_socket:
+            pidfd_socket_fd = lifecycle.connect_unix(options.pidfd_socket, "pidfd socket")
+            fds.append(pidfd_socket_fd)
         pid = processes.spawn_exec(context, manager.add)
+        if pidfd_socket_fd is not None:
+            lifecycle.send_pidfd(pidfd_socket_fd, pid)
         master = lifecycle.receive_master(terminal_end) if terminal_end is not None else None
     except OSError as exc:
         raise ExecError(errno_text(exc.errno)) from None

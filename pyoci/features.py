@@ -1,7 +1,7 @@
 """`pyoci features`: what this build supports, per runtime-spec features.md.
 
-Only what pyoci really does is listed; AppArmor, SELinux, Intel RDT and
-idmapped mounts are reported disabled until they are implemented.
+Only what pyoci really does is listed; AppArmor, SELinux and Intel RDT are
+reported disabled until they are implemented.
 """
 from pyoci import OCI_VERSION, __version__
 from pyoci.linux import caps, mounts, namespaces, seccomp
@@ -14,6 +14,7 @@ def features():
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
                   "poststart", "poststop"],
         "mountOptions": sorted([*mounts.FLAG_OPTIONS, *mounts.PROPAGATION_OPTIONS,
+                                *mounts.RECURSIVE_OPTIONS, *mounts.IDMAP_OPTIONS,
                                 mounts.TMPCOPYUP]),
         "linux": {
             "namespaces": sorted(namespaces.FLAGS),
@@ -28,7 +29,8 @@ def features():
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
-            "mountExtensions": {"idmap": {"enabled": False}},
+            "mountExtensions": {"idmap": {"enabled": True}},
+            "netDevices": {"enabled": True},
         },
         "annotations": {"org.opencontainers.runtime-spec.features.version": OCI_VERSION,
                         "io.github.pyoci.version": __version__},

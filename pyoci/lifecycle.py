@@ -16,14 +16,16 @@ from pyoci.state import Container
 
 
 class CreateOptions:
-    __slots__ = ("bundle", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
-                 "preserve_fds", "own_terminal", "systemd_cgroup")
+    __slots__ = ("bundle", "pid_file", "console_socket", "pidfd_socket", "no_pivot",
+                 "no_new_keyring", "preserve_fds", "own_terminal", "systemd_cgroup")
 
-    def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
-                 no_new_keyring=False, preserve_fds=0, own_terminal=False, systemd_cgroup=False):
+    def __init__(self, bundle=".", pid_file=None, console_socket=None, pidfd_socket=None,
+                 no_pivot=False, no_new_keyring=False, preserve_fds=0, own_terminal=False,
+                 systemd_cgroup=False):
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
+        self.pidfd_socket = pidfd_socket
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
@@ -72,9 +74,13 @@ def create(root, container_id, options):
         if config.linux.namespace("mount") is None:
             state_dir_fd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             fds.append(state_dir_fd)
+        pidfd_socket_fd = None
+        if options.pidfd_socket:
+            pidfd_socket_fd = connect_unix(options.pidfd_socket, "pidfd socket")
+            fds.append(pidfd_socket_fd)
         console_fd = terminal_end = None
         if options.console_socket:
-            console_fd = connect_console(options.console_socket)
+            console_fd = connect_unix(options.console_socket, "console socket")
         elif options.own_terminal and config.process and config.process.terminal:
             terminal_end, console_end = console_pair()
             console_fd = console_end.detach()
@@ -108,6 +114,8 @@ def create(root, container_id, options):
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
             container.terminal_master = receive_master(terminal_end)
+        if pidfd_socket_fd is not None:
+            send_pidfd(pidfd_socket_fd, container.record["pid"])
         del container.record["creating"]
         container.save()
         if options.pid_file:
@@ -188,15 +196,30 @@ def receive_master(sock):
     return fds[0]
 
 
-def connect_console(path):
+def connect_unix(path, what):
+    """An fd connected to the unix socket PATH (a console or pidfd socket)."""
     import socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
-        raise ExecError(f"connect to console socket {path}: {errno_text(exc.errno)}") from None
+        raise ExecError(f"connect to {what} {path}: {errno_text(exc.errno)}") from None
     return sock.detach()
+
+
+def send_pidfd(sock_fd, pid):
+    """A pidfd of PID over the --pidfd-socket (SCM_RIGHTS), as runc 1.2 sends it."""
+    import socket
+    pidfd = os.pidfd_open(pid)
+    try:
+        with socket.socket(fileno=os.dup(sock_fd)) as sock:
+            socket.send_fds(sock, [b"pidfd"], [pidfd])
+    except OSError as exc:
+        raise ExecError(f"send the pidfd of {pid} to the pidfd socket: "
+                        f"{errno_text(exc.errno)}") from None
+    finally:
+        os.close(pidfd)
 
 
 def _refuse_a_cgroup_in_use(manager):

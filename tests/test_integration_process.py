@@ -383,3 +383,72 @@ def test_debug_lines_of_init_stay_out_of_the_containers_terminal(tmp_path):
         done = runtime.run("--debug", "run", "--bundle", bundle, runtime.new_id())
         assert done.stdout == "hi\n"
         assert "init: the process: uid 0" in done.stderr
+
+
+class PidfdReceiver:
+    """A --pidfd-socket: accepts one connection and keeps the fd it is sent."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        self.path = str(path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(1)
+        self.received = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        import socket
+        connection, _ = self.server.accept()
+        with connection:
+            message, fds, _, _ = socket.recv_fds(connection, 64, 4)
+            self.received = [(message, fd) for fd in fds]
+
+    def pid_of_received(self):
+        self.thread.join(timeout=10)
+        (message, fd), = self.received
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return message, fd, int(fields["Pid"])
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_pidfd_socket_gets_a_pidfd_of_init(tmp_path, command):
+    import signal
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    with private_runtime(PYOCI) as runtime:
+        receiver = PidfdReceiver(tmp_path / "pidfd.sock")
+        container_id = runtime.new_id()
+        args = ["-d"] if command == "run" else []
+        runtime.run(command, *args, "--pidfd-socket", receiver.path, "--bundle", bundle,
+                    container_id)
+        message, fd, pid = receiver.pid_of_received()
+        assert message == b"pidfd" and pid == runtime.state(container_id)["pid"]
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.close(fd)
+        runtime.wait_for_status(container_id, "stopped")
+
+
+def test_pidfd_socket_of_exec_gets_the_exec_process(tmp_path):
+    bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+    with private_runtime(PYOCI) as runtime:
+        container_id = runtime.new_id()
+        runtime.run("run", "-d", "--bundle", bundle, container_id)
+        receiver = PidfdReceiver(tmp_path / "pidfd.sock")
+        pid_file = tmp_path / "exec.pid"
+        runtime.run("exec", "-d", "--pid-file", pid_file, "--pidfd-socket", receiver.path,
+                    container_id, "sleep", "50")
+        _, fd, pid = receiver.pid_of_received()
+        os.close(fd)
+        assert pid == int(pid_file.read_text())
+
+
+def test_a_pidfd_socket_that_is_not_there_is_one_line(tmp_path):
+    bundle = make_bundle(tmp_path / "b", ["true"])
+    with private_runtime(PYOCI) as runtime:
+        done = runtime.run("run", "--pidfd-socket", tmp_path / "none.sock", "--bundle", bundle,
+                           runtime.new_id(), check=False)
+        assert done.returncode == 1 and done.stderr.startswith("connect to pidfd socket ")
+        assert runtime.listed_ids() == []
