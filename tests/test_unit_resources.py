@@ -29,9 +29,9 @@ def test_zero_values_runc_treats_as_unset_write_nothing():
                         "blockIO": {"weight": 0}}) == []
 
 
-def test_pids_limit_0_is_a_limit_as_the_spec_says():
-    assert r.v1_writes({"pids": {"limit": 0}}) == [("pids", "pids.max", "0")]
-    assert r.v2_writes({"pids": {"limit": 0}}) == [("pids.max", "0")]
+def test_pids_limit_0_is_a_limit_of_1_as_runc_1_4_writes_it():
+    assert r.v1_writes({"pids": {"limit": 0}}) == [("pids", "pids.max", "1")]
+    assert r.v2_writes({"pids": {"limit": 0}}) == [("pids.max", "1")]
     assert r.v2_writes({"pids": {"limit": -1}}) == [("pids.max", "max")]
     assert r.v2_writes({"pids": {}}) == []
 

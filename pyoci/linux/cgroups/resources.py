@@ -305,6 +305,10 @@ def v2_controllers(writes):
 
 
 def _pids_max(limit):
-    """-1 (any negative) is no limit; 0 is a limit, as the spec says it
-    SHOULD be (no fork: only init). runc 1.1.5 leaves 0 unset; 1.4 agrees."""
-    return "max" if limit < 0 else limit
+    """-1 (any negative) is no limit. 0 is a limit, as the spec says it
+    SHOULD be: written as 1, as runc 1.4 writes it (systemd takes no
+    TasksMax=0), which for a container is the same (init is in the cgroup
+    already; only forks count). runc 1.1.5 left 0 unset."""
+    if limit < 0:
+        return "max"
+    return max(limit, 1)
