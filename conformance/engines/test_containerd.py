@@ -104,3 +104,35 @@ def test_task_metrics(ctr):
     metrics = dict(line.split(None, 1) for line in done.stdout.splitlines()[1:] if line.strip())
     assert int(metrics["pids.current"]) >= 1, done.stdout
     assert int(metrics.get("memory.usage_in_bytes", metrics.get("memory.usage", "0"))) > 0
+
+
+def _processes_in_pid_namespace_of(pid, argv):
+    """Pids of processes running ARGV in PID's pid namespace."""
+    import os
+    namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:-1] == [a.encode() for a in argv]:
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_task_sharing_a_pid_namespace_takes_its_children_when_it_exits(ctr):
+    """As in a Kubernetes pod with shareProcessNamespace: when the task's init
+    exits, the shim runs `kill --all ID 9` and the task's children go too."""
+    first = ctr.run_detached(new_id(), *FOREVER)
+    first_pid, _ = ctr.tasks()[first]
+    orphan = ["sleep", "301"]
+    second = ctr.run_detached(new_id(), "sh", "-c", "sleep 301 & sleep 1",
+                              options=("--with-ns", f"pid:/proc/{first_pid}/ns/pid"))
+    wait_for_status(ctr, second, "STOPPED")
+    wait_until(lambda: not _processes_in_pid_namespace_of(first_pid, orphan),
+               "the exited task's child to be killed")
+    ctr("task", "delete", second, check=False)
+    ctr("container", "delete", second)
