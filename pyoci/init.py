@@ -134,7 +134,9 @@ def become_process(syscalls, context, process, extra_env, mount_console):
     _become_user(syscalls, process, context.caps)
     if not entered:
         _enter_cwd(process.cwd, retry_on_permission=False)
-    program = find_program(process.args[0] if process.args else "", env)
+    user_caps = caps.effective(context.caps, process.user.uid)
+    program = find_program(process.args[0] if process.args else "", env,
+                           lambda path: credentials.may_execute(path, process.user, user_caps))
     log.debug(f"{'init' if mount_console else 'exec'}: the process: uid {process.user.uid}, "
               f"gid {process.user.gid}, cwd {process.cwd}, program {program}")
     if process.no_new_privileges:
@@ -169,7 +171,7 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     # startContainer hooks must run in the container, or when the program
     # needs init's capabilities to be executed at all.
     waits_itself = bool(start_hooks) or (
-        process is not None and not _waiter_may_execute(context.caps, process.user.uid, program))
+        process is not None and not _waiter_may_execute(context.caps, process.user, program))
     log.debug(f"init: ready; {'init' if waits_itself else 'pyoci-waiter'} waits on exec.fifo, "
               f"then executes {program}")
     environment = env_mapping(env)
@@ -192,16 +194,14 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
                                   str(flags), program, *args], environment)
 
 
-def _waiter_may_execute(cap_sets, uid, program):
+def _waiter_may_execute(cap_sets, user, program):
     """Whether pyoci-waiter, once init has executed it, may execute PROGRAM
     as init could: execve judges by the caller's capabilities (a user with
     CAP_DAC_OVERRIDE runs a mode 0700 program), and the waiter's own exec
-    changes them. Another user's waiter keeps only its ambient ones: enough
-    if the program needs none, which access(2) judges (for a user other
-    than root it leaves capabilities out)."""
-    if caps.effective_kept_across_exec(cap_sets, uid):
+    changes them (another user's waiter keeps only its ambient ones)."""
+    if caps.effective_kept_across_exec(cap_sets, user.uid):
         return True
-    return uid != 0 and os.access(program, os.X_OK)
+    return credentials.may_execute(program, user, caps.effective_after_exec(cap_sets, user.uid))
 
 
 def _seccomp_memfd(seccomp_filter):
@@ -252,8 +252,9 @@ def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, sta
         os._exit(127)
 
 
-def find_program(name, env):
-    """Resolve the program as exec(3)'s PATH search would, inside the container."""
+def find_program(name, env, may_execute):
+    """Resolve the program as exec(3)'s PATH search would, inside the
+    container: the first candidate MAY_EXECUTE(path) allows."""
     if not name:
         raise ExecError("process.args: no program given")
     if "/" in name:
@@ -262,9 +263,7 @@ def find_program(name, env):
         path = next((item[5:] for item in env if item.startswith("PATH=")), DEFAULT_PATH)
         candidates = [os.path.join(d or ".", name) for d in path.split(":")]
     for candidate in candidates:
-        # Effective ids and capabilities, as execve will judge: a user with
-        # CAP_DAC_OVERRIDE may run a program without its exec bit.
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK, effective_ids=True):
+        if may_execute(candidate):
             return candidate
     if "/" not in name:
         raise ExecError(f'exec: "{name}": executable file not found in $PATH')

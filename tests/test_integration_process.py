@@ -452,3 +452,16 @@ def test_a_pidfd_socket_that_is_not_there_is_one_line(tmp_path):
                            runtime.new_id(), check=False)
         assert done.returncode == 1 and done.stderr.startswith("connect to pidfd socket ")
         assert runtime.listed_ids() == []
+
+
+def test_the_program_is_found_under_a_seccomp_filter_that_denies_faccessat2(tmp_path):
+    """runtime-tools' allowlist, loaded before the lookup (no noNewPrivileges):
+    the lookup must not need a syscall the filter may deny."""
+    def filtered(config):
+        config["process"]["noNewPrivileges"] = False
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["faccessat2"], "action": "SCMP_ACT_ERRNO"}]}
+    bundle = make_bundle(tmp_path / "b", ["echo", "found"], filtered)
+    for name, (status, stdout, stderr) in outcomes(bundle).items():
+        assert (status, stdout) == (0, "found\n"), (name, stderr)

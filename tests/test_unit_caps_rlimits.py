@@ -1,4 +1,5 @@
 """pyoci.linux.caps (names to masks, the five sets) and pyoci.linux.rlimits."""
+import os
 import resource
 
 import pytest
@@ -243,3 +244,48 @@ class TestRlimits:
             assert resource.getrlimit(resource.RLIMIT_CORE) == (soft, before[1])
         finally:
             resource.setrlimit(resource.RLIMIT_CORE, before)
+
+
+# ---------------------------------------------------------------- may_execute
+class _User:
+    def __init__(self, uid, gid, additional_gids=()):
+        self.uid, self.gid, self.additional_gids = uid, gid, list(additional_gids)
+
+
+@pytest.fixture
+def program(scratch):
+    """A root-owned file of mode 0750, group 50, in a directory of mode 0711."""
+    path = scratch / "program"
+    path.write_text("")
+    os.chmod(path, 0o750)
+    if os.geteuid() == 0:
+        os.chown(path, 0, 50)
+    return path
+
+
+DAC_OVERRIDE = 1 << caps.NUMBERS["CAP_DAC_OVERRIDE"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owns the file as root")
+@pytest.mark.parametrize("user, effective, allowed", [
+    (_User(0, 0), 0, True),                    # the owner's x bit
+    (_User(1000, 50), 0, True),                # the group's
+    (_User(1000, 1000, [50]), 0, True),        # an additional group's
+    (_User(1000, 1000), 0, False),             # others have none
+    (_User(1000, 1000), DAC_OVERRIDE, True),   # any x bit, with CAP_DAC_OVERRIDE
+])
+def test_may_execute_judges_as_the_kernel_does(program, user, effective, allowed):
+    from pyoci.linux import credentials
+    assert credentials.may_execute(str(program), user, effective) is allowed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owns the file as root")
+def test_may_execute_needs_search_on_the_directories_and_a_regular_file(program):
+    from pyoci.linux import credentials
+    os.chmod(program, 0o755)
+    os.chmod(program.parent, 0o700)
+    assert not credentials.may_execute(str(program), _User(1000, 1000), 0)
+    assert credentials.may_execute(str(program), _User(1000, 1000), DAC_OVERRIDE)
+    os.chmod(program, 0o644)
+    assert not credentials.may_execute(str(program), _User(0, 0), DAC_OVERRIDE)
+    assert not credentials.may_execute(str(program.parent), _User(0, 0), DAC_OVERRIDE)

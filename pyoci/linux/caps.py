@@ -79,18 +79,31 @@ def names_of(bits):
     return [name for number, name in enumerate(NAMES) if bits & (1 << number)]
 
 
-def effective_kept_across_exec(sets, uid):
-    """Whether a program that UID, holding SETS, executes (one without file
-    capabilities: pyoci-waiter) holds exactly SETS' effective set, so that
-    its own execve of the container's program is judged as init's would be.
-    Root gets its inheritable and bounding sets, another user its ambient."""
+def effective(sets, uid):
+    """The effective set of the process once it is UID with SETS applied:
+    without a capabilities object root keeps the runtime's, another user
+    has them all dropped by the uid change."""
     if sets is None:
-        return True  # root keeps everything; another user had all dropped
+        return own_bounding_set() if uid == 0 else 0
+    return sets.effective
+
+
+def effective_after_exec(sets, uid):
+    """The effective set of a program without file capabilities (pyoci-
+    waiter) that the process executes: root gets its inheritable and
+    bounding sets, another user its ambient one."""
+    if sets is None:
+        return effective(sets, uid)
     if uid == 0:
-        after = sets.inheritable | sets.bounding
-    else:
-        after = sets.ambient & sets.permitted & sets.inheritable
-    return after == sets.effective
+        return sets.inheritable | sets.bounding
+    return sets.ambient & sets.permitted & sets.inheritable
+
+
+def effective_kept_across_exec(sets, uid):
+    """Whether such a program holds exactly the process's effective set, so
+    that its own execve of the container's program is judged as the
+    process's would be."""
+    return effective_after_exec(sets, uid) == effective(sets, uid)
 
 
 def drop_bounding(sys, sets):

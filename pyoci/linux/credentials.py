@@ -1,6 +1,8 @@
-"""Switching to the process's user: its stdio, groups, gid, uid, umask."""
+"""Switching to the process's user: its stdio, groups, gid, uid, umask;
+and whether that user may execute a file."""
 import errno
 import os
+import stat
 
 from pyoci.errors import ExecError, errno_text
 
@@ -44,6 +46,43 @@ def give_stdio_to(uid):
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
                 raise ExecError(f"chown stdio fd {fd} to {uid}: {errno_text(exc.errno)}") from None
+
+
+_DAC_OVERRIDE = 1 << 1  # capability.h's numbers
+_DAC_READ_SEARCH = 1 << 2
+
+
+def may_execute(path, user, effective_caps):
+    """Whether execve(PATH) passes the kernel's permission checks for USER
+    (pyoci.spec's User) holding EFFECTIVE_CAPS: search on each directory,
+    then exec on a regular file (CAP_DAC_OVERRIDE: any exec bit will do).
+
+    Judged from stat alone, as Go's LookPath falls back to doing: the
+    container's seccomp filter, already loaded, may deny faccessat2."""
+    gids = {user.gid, *user.additional_gids}
+
+    def allowed(status, bit):
+        if status.st_uid == user.uid:
+            return bool(status.st_mode & bit << 6)
+        if status.st_gid in gids:
+            return bool(status.st_mode & bit << 3)
+        return bool(status.st_mode & bit)
+
+    try:
+        directory = os.path.dirname(os.path.abspath(path))
+        while not effective_caps & (_DAC_OVERRIDE | _DAC_READ_SEARCH):
+            if not allowed(os.stat(directory), 0o1):
+                return False
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
+        status = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(status.st_mode):
+        return False
+    return allowed(status, 0o1) or bool(effective_caps & _DAC_OVERRIDE and
+                                        status.st_mode & 0o111)
 
 
 def home_of(uid, passwd="/etc/passwd"):
