@@ -129,7 +129,8 @@ def become_process(syscalls, context, process, extra_env, mount_console):
         # Read while still root: the user may not be able to read it.
         env.append(f"HOME={credentials.home_of(process.user.uid)}")
     # As runc: first as the runtime's root, which reaches directories the
-    # user may not; where root is refused (a root-squashed mount), as the user.
+    # user may not; where root is refused (a root-squashed NFS mount, an
+    # owner the user namespace does not map), again as the user.
     entered = _enter_cwd(process.cwd, retry_on_permission=True)
     _become_user(syscalls, process, context.caps)
     if not entered:
