@@ -9,7 +9,7 @@ import json
 import os
 import signal
 
-from pyoci import hooks, log, state
+from pyoci import hooks, log, sdnotify, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
 from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
@@ -58,7 +58,10 @@ def create(root, container_id, options):
             "cgroup_paths": manager.paths, "systemd_unit": getattr(manager, "unit", None),
             "owner": "", "has_process": config.process is not None,
             "hooks": _later_hooks(config), "shares_host_pids": _shares_host_pids(config),
+            "notify": bool(sdnotify.host_socket() and config.process is not None),
         }
+        if container.record["notify"]:
+            sdnotify.prepare(config, container.dir)
         container.save()
         # exec needs the config as created, whatever happens to the bundle later.
         state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
@@ -259,6 +262,21 @@ def _start(container, hooks_cwd=None):
         raise ContainerError(f"cannot start an already {status} container")
     if not container.record.get("has_process", True):
         raise ContainerError("cannot start a container with no process (process is not set in config.json)")
+    host_notify_socket = sdnotify.host_socket() if container.record.get("notify") else None
+    listener = sdnotify.Listener(container.dir) if host_notify_socket else None
+    try:
+        _release_and_run_poststart(container, hooks_cwd)
+        if listener is not None:
+            # As runc: start returns once the program says it is ready.
+            listener.forward_when_ready(container.record["pid"], host_notify_socket)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _release_and_run_poststart(container, hooks_cwd):
+    """Let the program run, then the poststart hooks; either one's failure
+    destroys the container, as the spec says."""
     try:
         _release_fifo(container)
     except ExecError:
