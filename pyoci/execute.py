@@ -79,7 +79,12 @@ def execute(root, container_id, options):
         if options.pidfd_socket:
             pidfd_socket_fd = lifecycle.connect_unix(options.pidfd_socket, "pidfd socket")
             fds.append(pidfd_socket_fd)
-        pid = processes.spawn_exec(context, manager.add)
+        def on_seccomp_listener(listener_fd, pid):
+            from pyoci.linux import seccomp
+            seccomp.send_to_agent(prepared["seccomp"], listener_fd, pid,
+                                  container.hook_state(state.RUNNING))
+
+        pid = processes.spawn_exec(context, manager.add, on_seccomp_listener)
         if pidfd_socket_fd is not None:
             lifecycle.send_pidfd(pidfd_socket_fd, pid)
         master = lifecycle.receive_master(terminal_end) if terminal_end is not None else None

@@ -122,7 +122,7 @@ def become_process(syscalls, context, process, extra_env, mount_console):
     if seccomp_filter is not None and not process.no_new_privileges:
         # Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do it
         # before the capabilities go, as runc does; else as late as possible.
-        load_seccomp(syscalls, seccomp_filter)
+        _load_seccomp_now(syscalls, context, seccomp_filter)
         seccomp_filter = None
     env = list(process.env) + extra_env
     if not env_mapping(env).get("HOME"):
@@ -142,7 +142,20 @@ def become_process(syscalls, context, process, extra_env, mount_console):
               f"gid {process.user.gid}, cwd {process.cwd}, program {program}")
     if process.no_new_privileges:
         syscalls.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp_filter is not None and seccomp_filter.notifies:
+        # The agent must have the listener before the program runs, from
+        # the runtime that is still there: now, as runc does.
+        _load_seccomp_now(syscalls, context, seccomp_filter)
+        seccomp_filter = None
     return program, env, seccomp_filter
+
+
+def _load_seccomp_now(syscalls, context, seccomp_filter):
+    """Load the filter; a notifying one's listener goes to the runtime."""
+    listener = load_seccomp(syscalls, seccomp_filter)
+    if seccomp_filter.notifies:
+        sync.send(context.sync_sock, sync.SECCOMP_LISTENER, fd=listener)
+        os.close(listener)
 
 
 def _enter_cwd(cwd, retry_on_permission):
@@ -214,8 +227,9 @@ def _seccomp_memfd(seccomp_filter):
 
 
 def load_seccomp(syscalls, seccomp_filter):
+    """Load the filter; returns the listener fd of one that notifies."""
     try:
-        syscalls.seccomp_load(seccomp_filter.flags, seccomp_filter.program)
+        return syscalls.seccomp_load(seccomp_filter.flags, seccomp_filter.program)
     except OSError as exc:
         raise ExecError(f"load seccomp filter: {errno_text(exc.errno)}") from None
 

@@ -112,8 +112,13 @@ def create(root, container_id, options):
                       cwd=options.bundle)
             return hook_state
 
+        def on_seccomp_listener(listener_fd, pid):
+            from pyoci.linux import seccomp
+            seccomp.send_to_agent(prepared["seccomp"], listener_fd, pid,
+                                  container.hook_state(state.CREATING))
+
         log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
-        process.spawn_init(context, manager.add, on_create_hooks)
+        process.spawn_init(context, manager.add, on_create_hooks, on_seccomp_listener)
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
             container.terminal_master = receive_master(terminal_end)

@@ -95,9 +95,19 @@ class _Fork:
         self.stage_pid = None
         return self.pid
 
-    def wait_for_exec(self):
-        """READY, then end of file: the process has executed (the waiter or the program)."""
-        sync.receive(self.sock, sync.READY)
+    def wait_for_exec(self, on_seccomp_listener=None):
+        """READY, then end of file: the process has executed (the waiter or
+        the program). A seccomp listener on the way goes to
+        ON_SECCOMP_LISTENER(fd, pid), then is closed here."""
+        message, fd = sync.receive_maybe_fd(self.sock, sync.READY, sync.SECCOMP_LISTENER)
+        if message["type"] == sync.SECCOMP_LISTENER:
+            try:
+                if on_seccomp_listener is None:
+                    raise ExecError("a seccomp listener no one asked for")
+                on_seccomp_listener(fd, self.pid)
+            finally:
+                os.close(fd)
+            sync.receive(self.sock, sync.READY)
         sync.receive_end(self.sock)
 
     def __exit__(self, exc_type, exc, traceback):
@@ -109,12 +119,13 @@ class _Fork:
         return False
 
 
-def spawn_init(context, add_to_cgroups, on_create_hooks):
+def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=None):
     """Fork the namespace stage and init; drive them to READY.
 
     ADD_TO_CGROUPS(pid) places the stage before it creates a cgroup namespace.
     ON_CREATE_HOOKS(init_pid) runs prestart/createRuntime hooks and returns the
-    state JSON for the createContainer hooks. Returns init's pid (host view).
+    state JSON for the createContainer hooks. ON_SECCOMP_LISTENER(fd, pid)
+    passes a notifying filter's listener on. Returns init's pid (host view).
     On failure everything forked is killed and reaped before raising.
     """
     config = context.config
@@ -140,7 +151,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks):
                                                      init_pid))
         container_state = on_create_hooks(init_pid)
         sync.send(fork.sock, sync.HOOKS_DONE, state=container_state)
-        fork.wait_for_exec()
+        fork.wait_for_exec(on_seccomp_listener)
         log.debug(f"create: init {init_pid} has executed")
         return init_pid
 
@@ -159,7 +170,7 @@ def _serve_mount_sources(sock, sources):
         sources.close()
 
 
-def spawn_exec(context, add_to_cgroups):
+def spawn_exec(context, add_to_cgroups, on_seccomp_listener=None):
     """Fork a process into a running container's namespaces and cgroups; drive
     it to its exec. Returns its pid (host view).
 
@@ -180,7 +191,7 @@ def spawn_exec(context, add_to_cgroups):
         if affinity is not None:
             affinity.set(pid, affinity.final, "final")
         fork.go()
-        fork.wait_for_exec()
+        fork.wait_for_exec(on_seccomp_listener)
         log.debug(f"exec: pid {pid} has executed")
         return pid
 

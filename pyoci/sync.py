@@ -60,6 +60,7 @@ MOUNT_SOURCE = "mount_source"
 MOUNT_FD = "mount_fd"
 RUN_HOOKS = "run_hooks"
 HOOKS_DONE = "hooks_done"
+SECCOMP_LISTENER = "seccomp_listener"
 READY = "ready"
 ERROR = "error"
 
@@ -95,11 +96,18 @@ def receive(sock, *expected):
 
 def receive_fd(sock, expected):
     """The next message, of type EXPECTED, with the one descriptor it carries."""
-    data, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 1)
-    _check(data, (expected,))
-    if not fds:
+    message, fd = receive_maybe_fd(sock, expected)
+    if fd is None:
         raise ExecError(f"{expected} came without a file descriptor")
-    return fds[0]
+    return fd
+
+
+def receive_maybe_fd(sock, *expected):
+    """The next message, of one of the types EXPECTED, and the descriptor it
+    carries, or None."""
+    data, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 1)
+    message = _check(data, expected)
+    return message, (fds[0] if fds else None)
 
 
 def _check(data, expected):

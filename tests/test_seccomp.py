@@ -133,8 +133,33 @@ def reboot_with_bad_magic():
 def test_unknown_names_are_skipped_and_bad_input_refused():
     seccomp.compile_filter(deny(["getcwd", "no_such_syscall"]))
     with pytest.raises(ConfigError, match="unsupported seccomp action"):
+        seccomp.compile_filter({"defaultAction": "SCMP_ACT_NOPE"})
+    with pytest.raises(ConfigError, match="cannot be used as the default action"):
         seccomp.compile_filter({"defaultAction": "SCMP_ACT_NOTIFY"})
     with pytest.raises(ConfigError, match="unknown flag"):
         seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["NOPE"]})
-    with pytest.raises(ConfigError, match="notify"):
-        seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"})
+    notify_write = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+                    "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}
+    with pytest.raises(ConfigError, match="cannot be used for the write syscall"):
+        seccomp.compile_filter(notify_write)
+    notify_write["syscalls"][0]["names"] = ["mkdir"]
+    del notify_write["listenerPath"]
+    with pytest.raises(ConfigError, match="listenerPath: SCMP_ACT_NOTIFY needs"):
+        seccomp.compile_filter(notify_write)
+    # As runc: a listener path without a notifying rule is ignored.
+    plain = seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"})
+    assert not plain.notifies and plain.flags == 0
+
+
+def test_a_syscall_newer_than_the_profile_knows_gets_enosys():
+    """As runc: under a refusing default, a syscall numbered above every one
+    the profile names fails with ENOSYS (libc then falls back); below, the
+    default's errno."""
+    allow = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+             "syscalls": [{"names": ["write", "exit_group", "exit", "getpid", "getcwd",
+                                     "rt_sigprocmask", "rt_sigaction", "close"],
+                           "action": "SCMP_ACT_ALLOW"}]}
+    # On x86_64 getcwd is 79, the highest named; setns is 308.
+    assert outcome_under(allow, lambda: sc.syscalls().setns(-1, 0)) == errno.ENOSYS
+    allow["syscalls"][0]["names"].append("process_mrelease")  # 448: now setns is below
+    assert outcome_under(allow, lambda: sc.syscalls().setns(-1, 0)) == errno.EPERM

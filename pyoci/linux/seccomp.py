@@ -20,7 +20,7 @@ import json
 import os
 import struct
 
-from pyoci.errors import ConfigError
+from pyoci.errors import ConfigError, ExecError, errno_text
 
 # BPF opcodes (linux/bpf_common.h).
 LD_W_ABS = 0x20
@@ -35,19 +35,22 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_KILL_THREAD = 0x00000000
 SECCOMP_RET_TRAP = 0x00030000
 SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_RET_TRACE = 0x7FF00000
 SECCOMP_RET_LOG = 0x7FFC0000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 
 FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32}
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8  # set by pyoci when a rule notifies
 AUDIT_ARCH = {"SCMP_ARCH_X86_64": 0xC000003E, "SCMP_ARCH_X86": 0x40000003,
               "SCMP_ARCH_AARCH64": 0xC00000B7}
 NATIVE_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 X32 = "SCMP_ARCH_X32"
 X32_SYSCALL_BIT = 0x40000000
 ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
-           "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+           "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG",
+           "SCMP_ACT_NOTIFY")
 OPERATORS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
              "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
 MAX_INSTRUCTIONS = 4096
@@ -56,12 +59,19 @@ SYSCALL_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 class Filter:
-    """A compiled filter: the program's bytes and the seccomp() flags."""
-    __slots__ = ("program", "flags")
+    """A compiled filter: the program's bytes and the seccomp() flags; with
+    a notifying rule, the agent's socket (listenerPath) and its metadata."""
+    __slots__ = ("program", "flags", "listener_path", "listener_metadata")
 
-    def __init__(self, program, flags):
+    def __init__(self, program, flags, listener_path=None, listener_metadata=""):
         self.program = program
         self.flags = flags
+        self.listener_path = listener_path
+        self.listener_metadata = listener_metadata
+
+    @property
+    def notifies(self):
+        return self.listener_path is not None
 
 
 def action_value(name, errno_ret, where):
@@ -79,6 +89,8 @@ def action_value(name, errno_ret, where):
         return SECCOMP_RET_LOG
     if name == "SCMP_ACT_ALLOW":
         return SECCOMP_RET_ALLOW
+    if name == "SCMP_ACT_NOTIFY":
+        return SECCOMP_RET_USER_NOTIF
     raise ConfigError(f"config.json: {where}: unsupported seccomp action {name!r}")
 
 
@@ -100,12 +112,26 @@ def compile_filter(seccomp, machine=None, tables=None):
         if name not in FLAGS:
             raise ConfigError(f"config.json: linux.seccomp.flags: unknown flag {name!r}")
         flags |= FLAGS[name]
-    for key in ("listenerPath", "listenerMetadata"):
-        if seccomp.get(key):
-            raise ConfigError(f"config.json: linux.seccomp.{key}: seccomp notify is not supported")
     default = action_value(seccomp["defaultAction"], seccomp.get("defaultErrnoRet"),
                            "linux.seccomp.defaultAction")
+    if default == SECCOMP_RET_USER_NOTIF:
+        raise ConfigError("config.json: linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be "
+                          "used as the default action")
     rules = list(_rules(seccomp))
+    listener_path = None
+    if any(action == SECCOMP_RET_USER_NOTIF for _, action, _ in rules):
+        if any(name == "write" and action == SECCOMP_RET_USER_NOTIF for name, action, _ in rules):
+            # The runtime's own writes, once the filter is on, would wait for the agent.
+            raise ConfigError("config.json: linux.seccomp.syscalls: SCMP_ACT_NOTIFY cannot be "
+                              "used for the write syscall")
+        listener_path = seccomp.get("listenerPath")
+        if not listener_path:
+            raise ConfigError("config.json: linux.seccomp.listenerPath: SCMP_ACT_NOTIFY needs the "
+                              "socket of a seccomp agent")
+        flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER
+    # As runc: where the default refuses, a syscall newer than every one the
+    # profile names gets ENOSYS, so that libc falls back to an older one.
+    enosys = default not in (SECCOMP_RET_ALLOW, SECCOMP_RET_LOG)
     listed = seccomp.get("architectures") or [native]
     arches = [a for a in dict.fromkeys([native, *listed]) if a in tables]
     program = _Assembler()
@@ -122,16 +148,22 @@ def compile_filter(seccomp, machine=None, tables=None):
         program.load(0)
         if arch == "SCMP_ARCH_X86_64":
             program.jump_if_at_least(X32_SYSCALL_BIT, f"arch:{X32}" if X32 in arches else "kill")
+        if enosys:
+            _emit_enosys(program, rules, tables[arch])
         _emit_rules(program, rules, tables[arch], default)
     if X32 in arches:
         program.label(f"arch:{X32}")
+        if enosys:
+            _emit_enosys(program, rules, tables[X32])
         _emit_rules(program, rules, tables[X32], default)
     program.label("kill")
     program.ret(SECCOMP_RET_KILL_THREAD)
+    program.label("enosys")
+    program.ret(SECCOMP_RET_ERRNO | errno.ENOSYS)
     code = program.assemble()
     if len(code) // 8 > MAX_INSTRUCTIONS:
         raise ConfigError(f"config.json: linux.seccomp: filter too large ({len(code) // 8} instructions)")
-    return Filter(code, flags)
+    return Filter(code, flags, listener_path, seccomp.get("listenerMetadata") or "")
 
 
 def _rules(seccomp):
@@ -150,6 +182,29 @@ def _rules(seccomp):
         for name in entry["names"]:
             for group in groups:
                 yield name, action, group
+
+
+def _emit_enosys(program, rules, table):
+    """ENOSYS for a syscall number above the highest the rules name in TABLE."""
+    named = [table[name] for name, _, _ in rules if name in table]
+    if named:
+        program.jump_if_greater(max(named), "enosys")
+
+
+def send_to_agent(seccomp_filter, listener_fd, pid, container_state):
+    """The notify fd and the spec's seccomp state, over the agent's socket."""
+    import socket
+    from pyoci import OCI_VERSION
+    message = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid,
+               "metadata": seccomp_filter.listener_metadata, "state": container_state}
+    path = seccomp_filter.listener_path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(path)
+            socket.send_fds(sock, [json.dumps(message).encode()], [listener_fd])
+        except OSError as exc:
+            raise ExecError(f"failed to connect with seccomp agent specified in the seccomp "
+                            f"profile ({path}): {errno_text(exc.errno)}") from None
 
 
 def _emit_rules(program, rules, table, default):

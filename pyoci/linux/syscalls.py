@@ -211,8 +211,9 @@ class Syscalls:
         _check(self._lib.pyoci_reset_signals(), "reset signals")
 
     def seccomp_load(self, flags, program):
-        """Install a seccomp filter: PROGRAM is the bytes of its sock_filter array."""
-        _check(self._lib.pyoci_seccomp_load(flags, program, len(program)), "seccomp")
+        """Install a seccomp filter: PROGRAM is the bytes of its sock_filter
+        array. Returns seccomp()'s result: the listener fd with NEW_LISTENER."""
+        return _check(self._lib.pyoci_seccomp_load(flags, program, len(program)), "seccomp")
 
     def personality(self, persona):
         _check(self._lib.pyoci_personality(persona), "personality")
