@@ -29,11 +29,11 @@ class _Version(argparse.Action):
 
 
 def _build_parser():
-    from pyoci.state import DEFAULT_ROOT
+    from pyoci.state import default_root
     parser = _Parser(prog="pyoci", description="OCI runtime (runc-compatible)")
     parser.add_argument("-v", "--version", action=_Version, nargs=0,
                         help="print the version and exit")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help="state directory root")
+    parser.add_argument("--root", default=default_root(), help="state directory root")
     parser.add_argument("--log", default=None, help="log file")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     parser.add_argument("--debug", action="store_true")

@@ -22,6 +22,15 @@ from pyoci.errors import ContainerError
 from pyoci.linux import procfs
 
 DEFAULT_ROOT = "/run/pyoci"
+
+
+def default_root():
+    """/run/pyoci for root; for another user, as runc, $XDG_RUNTIME_DIR/pyoci
+    (where the user may write) when XDG_RUNTIME_DIR is set."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if os.geteuid() != 0 and runtime_dir:
+        return os.path.join(runtime_dir, "pyoci")
+    return DEFAULT_ROOT
 _VALID_ID = re.compile(r"[\w+\-.]+", re.ASCII)
 
 CREATING = "creating"

@@ -465,3 +465,19 @@ def test_the_program_is_found_under_a_seccomp_filter_that_denies_faccessat2(tmp_
     bundle = make_bundle(tmp_path / "b", ["echo", "found"], filtered)
     for name, (status, stdout, stderr) in outcomes(bundle).items():
         assert (status, stdout) == (0, "found\n"), (name, stderr)
+
+
+def test_spec_rootless_output_runs_even_as_root(tmp_path):
+    """Its user namespace maps one id: a devpts gid=5 (unmapped) would be
+    EINVAL. Each runtime runs its own `spec --rootless`, made non-interactive."""
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            bundle = make_bundle(tmp_path / runtime.name, ["true"])
+            (bundle / "config.json").unlink()
+            runtime.run("spec", "--rootless", "--bundle", bundle)
+            config = json.loads((bundle / "config.json").read_text())
+            config["process"].update(terminal=False, args=["sh", "-c", "id -u; cat /proc/self/uid_map"])
+            (bundle / "config.json").write_text(json.dumps(config))
+            done = runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+            assert done.returncode == 0, (runtime.name, done.stderr)
+            assert done.stdout.split() == ["0", "0", "0", "1"], (runtime.name, done.stdout)

@@ -464,3 +464,16 @@ def test_lock_is_exclusive_across_processes(container):
             "    sys.exit(3)\n")
     lock = os.path.join(container.dir, "lock")
     assert subprocess.run([sys.executable, "-c", code, lock]).returncode == 3
+
+
+@pytest.mark.parametrize("euid, runtime_dir, root", [
+    (0, "/run/user/0", "/run/pyoci"), (1001, "/run/user/1001", "/run/user/1001/pyoci"),
+    (1001, None, "/run/pyoci")])
+def test_default_root_is_the_users_runtime_dir_as_runc(monkeypatch, euid, runtime_dir, root):
+    from pyoci import state as state_module
+    monkeypatch.setattr(state_module.os, "geteuid", lambda: euid)
+    if runtime_dir is None:
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    else:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", runtime_dir)
+    assert state_module.default_root() == root
