@@ -18,6 +18,11 @@ import pytest
 
 from conformance.bundle import BUSYBOX, bind_mount, make_bundle
 
+# A NOTIFY_SOCKET inherited from a service manager (a runner started as a
+# systemd Type=notify unit) would make every runtime's start wait for the
+# container's READY=1: the tests that want one set it themselves.
+os.environ.pop("NOTIFY_SOCKET", None)
+
 RUNTIME_COMMAND = os.environ.get("OCI_RUNTIME", "pyoci")
 # The runtimes compared where a test runs both: the pyoci installed beside
 # this interpreter, and the host's runc.
