@@ -21,10 +21,10 @@ NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts":
 
 
 class ExecOptions:
-    __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket", "cwd",
-                 "pidfd_socket", "env", "user", "additional_gids", "caps", "no_new_privs",
-                 "apparmor",
-                 "process_label", "preserve_fds", "cgroup", "ignore_paused")
+    __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket",
+                 "pidfd_socket", "cwd", "env", "user", "additional_gids", "caps",
+                 "no_new_privs", "apparmor", "process_label", "preserve_fds", "cgroup",
+                 "ignore_paused")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -79,12 +79,9 @@ def execute(root, container_id, options):
         if options.pidfd_socket:
             pidfd_socket_fd = lifecycle.connect_unix(options.pidfd_socket, "pidfd socket")
             fds.append(pidfd_socket_fd)
-        def on_seccomp_listener(listener_fd, pid):
-            from pyoci.linux import seccomp
-            seccomp.send_to_agent(prepared["seccomp"], listener_fd, pid,
-                                  container.hook_state(state.RUNNING))
-
-        pid = processes.spawn_exec(context, manager.add, on_seccomp_listener)
+        pid = processes.spawn_exec(context, manager.add,
+                                   lifecycle.seccomp_agent(prepared["seccomp"], container,
+                                                           state.RUNNING))
         if pidfd_socket_fd is not None:
             lifecycle.send_pidfd(pidfd_socket_fd, pid)
         master = lifecycle.receive_master(terminal_end) if terminal_end is not None else None

@@ -112,13 +112,9 @@ def create(root, container_id, options):
                       cwd=options.bundle)
             return hook_state
 
-        def on_seccomp_listener(listener_fd, pid):
-            from pyoci.linux import seccomp
-            seccomp.send_to_agent(prepared["seccomp"], listener_fd, pid,
-                                  container.hook_state(state.CREATING))
-
         log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
-        process.spawn_init(context, manager.add, on_create_hooks, on_seccomp_listener)
+        process.spawn_init(context, manager.add, on_create_hooks,
+                           seccomp_agent(prepared["seccomp"], container, state.CREATING))
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
             container.terminal_master = receive_master(terminal_end)
@@ -228,6 +224,15 @@ def send_pidfd(sock_fd, pid):
                         f"{errno_text(exc.errno)}") from None
     finally:
         os.close(pidfd)
+
+
+def seccomp_agent(seccomp_filter, container, status):
+    """What gives a notifying filter's listener fd, with the container's
+    state (of STATUS, read when it comes), to the agent at its listenerPath."""
+    def send(listener_fd, pid):
+        from pyoci.linux import seccomp
+        seccomp.send_to_agent(seccomp_filter, listener_fd, pid, container.hook_state(status))
+    return send
 
 
 def _refuse_a_cgroup_in_use(manager):

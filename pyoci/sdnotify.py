@@ -72,18 +72,19 @@ class Listener:
         finally:
             os.close(pidfd)
         # runc's order and datagrams
-        _send(host_path, b"READY=1\n")
-        _send(host_path, f"MAINPID={pid}\n".encode())
+        _send(host_path, b"READY=1\n", f"MAINPID={pid}\n".encode())
 
     def close(self):
         self.sock.close()
 
 
-def _send(host_path, message):
+def _send(host_path, *messages):
+    """Each of MESSAGES as a datagram to HOST_PATH ("@name": abstract)."""
     import socket
     address = "\0" + host_path[1:] if host_path.startswith("@") else host_path
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
-            sock.sendto(message, address)
+            for message in messages:
+                sock.sendto(message, address)
         except OSError as exc:
             raise ExecError(f"{ENV} {host_path}: {errno_text(exc.errno)}") from None

@@ -5,6 +5,7 @@ import os
 import stat
 
 from pyoci.errors import ExecError, errno_text
+from pyoci.linux.caps import NUMBERS as CAPABILITY_NUMBERS
 
 
 def switch_user(user):
@@ -48,8 +49,8 @@ def give_stdio_to(uid):
                 raise ExecError(f"chown stdio fd {fd} to {uid}: {errno_text(exc.errno)}") from None
 
 
-_DAC_OVERRIDE = 1 << 1  # capability.h's numbers
-_DAC_READ_SEARCH = 1 << 2
+_DAC_OVERRIDE = 1 << CAPABILITY_NUMBERS["CAP_DAC_OVERRIDE"]
+_DAC_READ_SEARCH = 1 << CAPABILITY_NUMBERS["CAP_DAC_READ_SEARCH"]
 
 
 def may_execute(path, user, effective_caps):

@@ -129,6 +129,9 @@ def compile_filter(seccomp, machine=None, tables=None):
             raise ConfigError("config.json: linux.seccomp.listenerPath: SCMP_ACT_NOTIFY needs the "
                               "socket of a seccomp agent")
         flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER
+    elif seccomp.get("listenerPath"):
+        from pyoci import log
+        log.debug("linux.seccomp.listenerPath: no rule notifies, so no agent is told (as runc)")
     # As runc: where the default refuses, a syscall newer than every one the
     # profile names gets ENOSYS, so that libc falls back to an older one.
     enosys = default not in (SECCOMP_RET_ALLOW, SECCOMP_RET_LOG)
