@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYOCI := $(abspath $(VENV))/bin/pyoci
 APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd kmod \
-	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit
+	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit \
+	slirp4netns python3-cffi-backend python3-jsonschema apparmor
 DEMO_DIR := build/demo
 
 .PHONY: demo test test-fast test-v2 conformance-runc bench install apt-deps clean
@@ -42,9 +43,10 @@ test: install
 # VM (virtme-ng, software emulation) that shares this checkout.
 V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_cgroup_fields.py \
 	tests/test_integration_linux.py \
-	tests/test_integration_systemd.py
+	tests/test_integration_systemd.py tests/test_integration_rootless.py \
+	tests/test_integration_lsm.py
 test-v2: install
-	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -k "cgroup or device or bad_input or seccomp or systemd"' 
+	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -m "not engine" -k "cgroup or device or bad_input or seccomp or systemd or rootless or lsm"' 
 
 test-fast: install
 	$(PY) -m pytest -p no:cacheprovider -m 'not root and not vm and not engine'

@@ -100,12 +100,15 @@ def private_runtime(command):
 
 
 class Runtime:
-    """The runtime under test, keeping its state in a private ``--root`` directory."""
+    """The runtime under test, keeping its state in a private ``--root`` directory.
 
-    def __init__(self, command, root):
+    PREFIX runs it another way (as another user); with PASS_ROOT false it
+    is called without --root, and ROOT is where its default one is."""
+
+    def __init__(self, command, root, prefix=(), pass_root=True):
         self.name = os.path.basename(command)
         self.root = Path(root)
-        self.argv = [command, "--root", str(root)]
+        self.argv = [*prefix, command] + (["--root", str(root)] if pass_root else [])
         self.container_ids = set()
 
     def run(self, *args, check=True, input=None, timeout=COMMAND_TIMEOUT, cwd=None):

@@ -28,6 +28,17 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _bool_or_auto(text):
+    """runc's --rootless: Go's boolean spellings, or auto (None)."""
+    if text == "auto":
+        return None
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f'invalid --rootless value {text!r}: true, false or auto')
+
+
 def _build_parser():
     from pyoci.state import default_root
     parser = _Parser(prog="pyoci", description="OCI runtime (runc-compatible)")
@@ -39,7 +50,9 @@ def _build_parser():
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="let systemd make the cgroups: a transient scope per container")
-    parser.add_argument("--rootless", default="auto", help="accepted for compatibility")
+    parser.add_argument("--rootless", default=None, type=_bool_or_auto, metavar="true|false|auto",
+                        help="cgroups the runtime may not use are left out (auto: when not "
+                        "root, or root of a user namespace)")
     parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -128,7 +141,7 @@ def _create_options(args):
                          console_socket=args.console_socket, pidfd_socket=args.pidfd_socket,
                          no_pivot=args.no_pivot,
                          no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds,
-                         systemd_cgroup=args.systemd_cgroup)
+                         systemd_cgroup=args.systemd_cgroup, rootless=args.rootless)
 
 
 def _print_json(value, indent=2):

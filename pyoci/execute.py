@@ -42,8 +42,6 @@ def execute(root, container_id, options):
         raise ContainerError("cannot exec in a paused container (use --ignore-paused)")
     config, raw_config = container.load_config()
     proc = _process(config, raw_config.get("process") or {}, options)
-    if options.apparmor or options.process_label:
-        raise ConfigError("AppArmor and SELinux labels are not supported")
     init_pid = container.record["pid"]
     log.debug(f"exec {container_id}: {status} container, init {init_pid}, args {proc.args}")
     prepared = lifecycle.process_settings(config, proc)
@@ -136,13 +134,20 @@ def _process(config, container_process, options):
                 caps[set_name] = list(dict.fromkeys([*(caps.get(set_name) or []), *options.caps]))
         if options.no_new_privs:
             raw["noNewPrivileges"] = True
+        if options.apparmor:
+            raw["apparmorProfile"] = options.apparmor
+        if options.process_label:
+            raw["selinuxLabel"] = options.process_label
+    from pyoci.linux import lsm
     from pyoci.spec import check_supported
     try:
         validate_config({"ociVersion": config.oci_version, "process": raw})
         check_supported({"process": raw})
+        process = Process(raw)
+        lsm.check(process.apparmor_profile, process.selinux_label, None)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config.json: ", "process: ", 1)) from None
-    return Process(raw)
+    return process
 
 
 def _cgroups(container, cgroup_args):

@@ -1,7 +1,8 @@
 """`pyoci features`: what this build supports, per runtime-spec features.md.
 
-Only what pyoci really does is listed; AppArmor, SELinux and Intel RDT are
-reported disabled until they are implemented.
+Only what pyoci really does is listed: AppArmor and SELinux are applied
+where the host runs them (as runc, "enabled" says the runtime can); Intel
+RDT is reported disabled until it is implemented.
 """
 from pyoci import OCI_VERSION, __version__
 from pyoci.linux import caps, mounts, namespaces, seccomp
@@ -26,8 +27,8 @@ def features():
                         "archs": sorted(seccomp.AUDIT_ARCH) + [seccomp.X32],
                         "knownFlags": sorted(seccomp.FLAGS),
                         "supportedFlags": sorted(seccomp.FLAGS)},
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
+            "apparmor": {"enabled": True},
+            "selinux": {"enabled": True},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
             "netDevices": {"enabled": True},

@@ -13,7 +13,8 @@ from pyoci.errors import ExecError, describe, errno_text
 # Everything init uses is imported here, and process.py imports this module
 # before it forks: after pivot_root the host's site-packages are out of reach,
 # and after the switch to a user namespace's root they may be unreadable.
-from pyoci.linux import caps, cgroups, credentials, network, rlimits, rootfs, terminal
+from pyoci.linux import (caps, cgroups, credentials, lsm, network, procfs, rlimits,
+                         rootfs, terminal)
 from pyoci.linux import syscalls as sc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -26,7 +27,8 @@ def run(syscalls, context):
     sync.receive(sock, sync.GO)
     os.setsid()
     if not context.no_new_keyring:
-        _join_session_keyring(syscalls, context.container_id)
+        _join_session_keyring(syscalls, context.container_id,
+                              config.process and config.process.selinux_label)
     if linux.namespace("network") and linux.namespace("network").path is None:
         network.loopback_up()
 
@@ -37,7 +39,9 @@ def run(syscalls, context):
         log.debug(f"init: preparing the root filesystem {config.root_path}: "
                   f"{len(config.mounts)} mounts")
         rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
-                       _MountSources(sock), linux.namespace("user") is not None)
+                       _MountSources(sock),
+                       # the container's own, or the runtime's (rootless podman)
+                       procfs.in_user_namespace())
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
@@ -85,7 +89,7 @@ def run_exec(syscalls, context):
     if process.terminal:
         os.setsid()
     if not context.no_new_keyring:
-        _join_session_keyring(syscalls, context.container_id)
+        _join_session_keyring(syscalls, context.container_id, process.selinux_label)
     program, env, seccomp_filter = become_process(syscalls, context, process, [],
                                                   mount_console=False)
     keep = {0, 1, 2, context.sync_sock.fileno(), *range(3, 3 + context.preserve_fds)}
@@ -112,6 +116,9 @@ def become_process(syscalls, context, process, extra_env, mount_console):
     Returns (program path, env list, the seccomp filter still to load just
     before exec, or None if it had to be loaded here already).
     """
+    # Early, as runc: before no_new_privs, and before a seccomp filter that
+    # might refuse the write.
+    lsm.set_for_exec(process.apparmor_profile, process.selinux_label)
     if process.terminal:
         _setup_terminal(syscalls, context.console_socket_fd, process, mount_console)
     rlimits.apply(context.rlimits)
@@ -182,10 +189,12 @@ def _finish_and_exec(syscalls, context, program, args, env, state, seccomp_filte
     start_hooks = context.config.hooks.start_container
     process = context.config.process
     # Init waits for start itself, and itself executes the program, when
-    # startContainer hooks must run in the container, or when the program
-    # needs init's capabilities to be executed at all.
-    waits_itself = bool(start_hooks) or (
-        process is not None and not _waiter_may_execute(context.caps, process.user, program))
+    # startContainer hooks must run in the container, when the program
+    # needs init's capabilities to be executed at all, or when an LSM
+    # profile or label is to be entered by the program's exec, not the waiter's.
+    waits_itself = bool(start_hooks) or (process is not None and (
+        process.apparmor_profile or process.selinux_label
+        or not _waiter_may_execute(context.caps, process.user, program)))
     log.debug(f"init: ready; {'init' if waits_itself else 'pyoci-waiter'} waits on exec.fifo, "
               f"then executes {program}")
     environment = env_mapping(env)
@@ -312,13 +321,20 @@ def _setup_terminal(syscalls, console_socket_fd, process, mount_console):
     terminal.become_controlling(syscalls, slave_path, process.console_size, mount_console)
 
 
-def _join_session_keyring(syscalls, container_id):
+def _join_session_keyring(syscalls, container_id, selinux_label):
+    """A session keyring of the container's own, labelled as its process
+    (SELinux), as runc makes it."""
+    if selinux_label:
+        lsm.set_keyring_label(selinux_label)
     try:
         syscalls.join_session_keyring(f"_ses.{container_id}")
     except OSError as exc:
         # Kernels without keyrings (ENOSYS) or that deny them to namespaces.
         if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
             raise ExecError(f"join session keyring: {errno_text(exc.errno)}") from None
+    finally:
+        if selinux_label:
+            lsm.set_keyring_label("")
 
 
 def _write_sysctls(sysctl):

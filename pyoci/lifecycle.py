@@ -17,11 +17,11 @@ from pyoci.state import Container
 
 class CreateOptions:
     __slots__ = ("bundle", "pid_file", "console_socket", "pidfd_socket", "no_pivot",
-                 "no_new_keyring", "preserve_fds", "own_terminal", "systemd_cgroup")
+                 "no_new_keyring", "preserve_fds", "own_terminal", "systemd_cgroup", "rootless")
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, pidfd_socket=None,
                  no_pivot=False, no_new_keyring=False, preserve_fds=0, own_terminal=False,
-                 systemd_cgroup=False):
+                 systemd_cgroup=False, rootless=None):
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -30,6 +30,12 @@ class CreateOptions:
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
         self.systemd_cgroup = systemd_cgroup
+        # --rootless: None is auto, as runc: rootless when not root, or root
+        # of a user namespace (whose cgroups may not be ours); never with systemd.
+        if rootless is None:
+            rootless = not systemd_cgroup and (os.geteuid() != 0
+                                                or procfs.in_user_namespace())
+        self.rootless = rootless
         # Foreground `run`: with no console socket, take the pty master ourselves.
         self.own_terminal = own_terminal
 
@@ -48,7 +54,8 @@ def create(root, container_id, options):
     try:
         chosen = cgroups.manager_for(config.linux.cgroups_path, container_id,
                                       systemd=options.systemd_cgroup,
-                                      annotations=config.annotations)
+                                      annotations=config.annotations,
+                                      rootless=options.rootless)
         _refuse_a_cgroup_in_use(chosen)
         manager = chosen  # from here on, undo kills what is in the cgroup
         container.record = {
@@ -94,7 +101,7 @@ def create(root, container_id, options):
             fifo_fd=fifo_fd, waiter_fd=waiter_fd, console_socket_fd=console_fd,
             preserve_fds=options.preserve_fds + prepared["listen_fds"],
             no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
-            cgroup_paths=manager.paths, caps=prepared["caps"], rlimits=prepared["rlimits"],
+            cgroup_paths=manager.seen_paths(), caps=prepared["caps"], rlimits=prepared["rlimits"],
             extra_env=prepared["extra_env"], seccomp=prepared["seccomp"],
             placement=prepared["placement"], persona=prepared["persona"],
             state_dir_fd=state_dir_fd)

@@ -264,8 +264,14 @@ def _namespace_stage(syscalls, context, init):
     new_userns = userns is not None and userns.path is None
     if new_userns:
         namespaces.unshare(syscalls, sc.CLONE_NEWUSER)
+        # Dumpable until the maps are written, as runc: otherwise our /proc
+        # files belong to root, and a rootless runtime (or newuidmap on
+        # its behalf) may not write them. Nothing else is in the namespace yet.
+        syscalls.prctl(sc.PR_SET_DUMPABLE, 1)
         sync.send(sock, sync.ID_MAP_REQUEST)
     sync.receive(sock, sync.GO)
+    if new_userns:
+        syscalls.prctl(sc.PR_SET_DUMPABLE, 0)
     log.debug("namespace stage: joined " + (", ".join(sorted(joined)) or "none") + "; creates "
               + (", ".join(ns.type for ns in linux.namespaces if ns.path is None) or "none"))
     namespaces.unshare(syscalls, namespaces.new_flags(linux.namespaces, skip=("user",)))

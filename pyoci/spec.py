@@ -9,7 +9,7 @@ import os
 
 from pyoci import log
 from pyoci.errors import ConfigError
-from pyoci.linux import mounts, network
+from pyoci.linux import lsm, mounts, network
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -70,7 +70,8 @@ class Rlimit:
 class Process:
     __slots__ = ("terminal", "args", "env", "cwd", "user", "capabilities",
                  "rlimits", "no_new_privileges", "oom_score_adj", "console_size",
-                 "scheduler", "io_priority", "exec_cpu_affinity")
+                 "scheduler", "io_priority", "exec_cpu_affinity", "apparmor_profile",
+                 "selinux_label")
 
     def __init__(self, raw):
         self.terminal = raw.get("terminal", False)
@@ -87,6 +88,8 @@ class Process:
         self.scheduler = raw.get("scheduler")
         self.io_priority = raw.get("ioPriority")
         self.exec_cpu_affinity = raw.get("execCPUAffinity")
+        self.apparmor_profile = raw.get("apparmorProfile") or None
+        self.selinux_label = raw.get("selinuxLabel") or None
 
 
 class Mount:
@@ -135,7 +138,7 @@ class Linux:
     __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "devices",
                  "cgroups_path", "resources", "rootfs_propagation",
                  "masked_paths", "readonly_paths", "sysctl", "time_offsets",
-                 "personality", "seccomp", "memory_policy", "net_devices")
+                 "personality", "seccomp", "memory_policy", "net_devices", "mount_label")
 
     def __init__(self, raw):
         raw = raw or {}
@@ -154,6 +157,7 @@ class Linux:
         self.seccomp = raw.get("seccomp")
         self.memory_policy = raw.get("memoryPolicy")
         self.net_devices = raw.get("netDevices") or {}
+        self.mount_label = raw.get("mountLabel") or None
 
     def namespace(self, ns_type):
         """The Namespace entry of that type, or None."""
@@ -185,11 +189,8 @@ class Config:
 
 # Settings pyoci cannot apply (yet, or on Linux): refused, never silently dropped.
 UNSUPPORTED = (
-    ("process.apparmorProfile", "AppArmor is not supported"),
-    ("process.selinuxLabel", "SELinux is not supported"),
     ("process.commandLine", "a Windows setting: use process.args"),
     ("process.user.username", "a Windows setting: use process.user.uid"),
-    ("linux.mountLabel", "SELinux is not supported"),
     ("linux.intelRdt", "Intel RDT is not supported"),
     ("windows", "settings for another platform"),
     ("solaris", "settings for another platform"),
@@ -252,8 +253,15 @@ def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
     for rule in (_check_version, _check_root, _check_namespaces,
                  _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute, _check_sysctls, mounts.check, network.check_devices):
+                 _check_cwd_absolute, _check_sysctls, mounts.check, network.check_devices,
+                 _check_lsm):
         rule(config)
+
+
+def _check_lsm(config):
+    process = config.process
+    lsm.check(process and process.apparmor_profile, process and process.selinux_label,
+              config.linux.mount_label)
 
 
 def _check_version(config):

@@ -25,12 +25,21 @@ DEFAULT_ROOT = "/run/pyoci"
 
 
 def default_root():
-    """/run/pyoci for root; for another user, as runc, $XDG_RUNTIME_DIR/pyoci
-    (where the user may write) when XDG_RUNTIME_DIR is set."""
+    """/run/pyoci for root; as runc, $XDG_RUNTIME_DIR/pyoci (where the user
+    may write) when XDG_RUNTIME_DIR is set for another user, or for root of
+    a user namespace (rootless podman runs us so) whose USER is not root."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if os.geteuid() != 0 and runtime_dir:
+    if runtime_dir and _runtime_dir_is_ours():
         return os.path.join(runtime_dir, "pyoci")
     return DEFAULT_ROOT
+
+
+def _runtime_dir_is_ours():
+    if os.geteuid() != 0:
+        return True
+    return procfs.in_user_namespace() and os.environ.get("USER") != "root"
+
+
 _VALID_ID = re.compile(r"[\w+\-.]+", re.ASCII)
 
 CREATING = "creating"

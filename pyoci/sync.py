@@ -10,9 +10,11 @@ runtime then undoes what create did.
   runtime                          namespace stage                 init
   -------                          ---------------                 ----
   fork ----------------------------> (starts non-dumpable)
-  cgroup: add stage pid              [user ns: unshare(NEWUSER)]
+  cgroup: add stage pid              [user ns: unshare(NEWUSER),
+                                      dumpable until GO]
                <------------------- ID_MAP_REQUEST (user ns only)
-  write uid_map / gid_map
+  write uid_map / gid_map (or
+  newuidmap / newgidmap)
   GO ------------------------------> setns(paths), unshare(rest)
                                      [time ns: write offsets]
                                      fork -------------------------> (PID 1)

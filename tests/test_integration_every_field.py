@@ -223,17 +223,22 @@ FIELDS = {
     "process.execCPUAffinity": (
         ELSEWHERE, "tests/test_integration_scheduling.py::"
         "test_exec_cpu_affinity_final_is_the_exec_process_s_and_not_init_s"),
+    "process.apparmorProfile": (
+        ELSEWHERE, "tests/test_integration_lsm.py::test_apparmor_profile_confines_the_program"),
+    "process.selinuxLabel": (
+        ELSEWHERE, "tests/test_integration_lsm.py::"
+        "test_an_lsm_the_host_does_not_run_is_refused_in_one_line"),
+    "linux.mountLabel": (
+        ELSEWHERE, "tests/test_integration_lsm.py::"
+        "test_an_lsm_the_host_does_not_run_is_refused_in_one_line"),
     "linux.resources": (
         ELSEWHERE, "tests/test_integration_cgroup_fields.py::test_each_field_is_written_or_refused_in_one_line"),
 }
 
 # Refused at create, in one line naming the property.
 REFUSED = {
-    "process.apparmorProfile": "unconfined",
-    "process.selinuxLabel": "system_u:system_r:container_t:s0",
     "process.commandLine": "sh -c true",
     "process.user.username": "root",
-    "linux.mountLabel": "system_u:object_r:container_file_t:s0",
     "linux.intelRdt": {"closID": "pyoci"},
     "windows": {"layerFolders": ["C:\\layers"]},
     "solaris": {"milestone": "svc:/milestone/container:default"},

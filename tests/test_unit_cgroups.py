@@ -7,6 +7,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from pyoci.errors import ExecError
 from pyoci.linux import cgroups, mounts
 from pyoci.linux.cgroups import (HYBRID, LEGACY, UNIFIED, UNIFIED_KEY, container_cgroup,
                                  detect_mode, from_paths)
@@ -308,6 +309,84 @@ class TestV1Manager:
 
 
 # ---------------------------------------------------------------- v2 Manager
+def _refuse_mkdir_in(monkeypatch, refused):
+    """mkdir of REFUSED (a cgroup tree not ours) fails with EACCES, as for a
+    rootless runtime (root here would be let in)."""
+    real = os.makedirs
+
+    def makedirs(path, *args, **kwargs):
+        if str(path).startswith(str(refused)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+
+
+class TestRootless:
+    def test_v1_leaves_out_a_hierarchy_that_refuses_and_only_a_limit_there_fails(
+            self, tmp_path, monkeypatch):
+        _refuse_mkdir_in(monkeypatch, tmp_path / "pids")
+        paths = {"pids": str(tmp_path / "pids" / "ctr"), "memory": str(tmp_path / "memory" / "ctr"),
+                 "devices": str(tmp_path / "devices" / "ctr")}
+        manager = v1.Manager(paths)
+        manager.rootless = manager.may_skip = True
+        _refuse_mkdir_in(monkeypatch, tmp_path / "devices")
+        manager.create()
+        assert list(manager.paths) == ["memory"] and manager.skipped == {"pids", "devices"}
+        manager.add(42)
+        assert (tmp_path / "memory" / "ctr" / "cgroup.procs").read_text() == "42"
+        # Device rules are not enforced rootless; a memory limit is set.
+        manager.apply({"devices": [{"allow": False, "access": "rwm"}],
+                       "memory": {"limit": 1 << 30}})
+        assert (tmp_path / "memory" / "ctr" / "memory.limit_in_bytes").read_text() == \
+            str(1 << 30)
+        with pytest.raises(ExecError, match="^cannot set pids limit: container could not "
+                                            "join or create cgroup$"):
+            manager.apply({"pids": {"limit": 5}})
+
+    def test_v1_refusal_is_fatal_with_a_cgroups_path_or_as_root(self, tmp_path, monkeypatch):
+        _refuse_mkdir_in(monkeypatch, tmp_path / "pids")
+        for rootless, may_skip in ((True, False), (False, False)):
+            manager = v1.Manager({"pids": str(tmp_path / "pids" / "ctr")})
+            manager.rootless, manager.may_skip = rootless, may_skip
+            with pytest.raises(PermissionError):
+                manager.create()
+
+    def test_manager_for_skips_only_without_a_cgroups_path(self, fake_files, tmp_path):
+        root, info = v1_tree(tmp_path)
+        fake_files("/proc/self/mountinfo", info)
+        fake_files("/proc/self/cgroup", V1_PROC_CGROUP)
+        assert cgroups.manager_for(None, "ctr", root=str(root), rootless=True).may_skip
+        assert not cgroups.manager_for("/x", "ctr", root=str(root), rootless=True).may_skip
+        assert not cgroups.manager_for(None, "ctr", root=str(root)).may_skip
+
+    def test_v2_goes_without_its_cgroup_unless_limits_need_it(self, tmp_path, monkeypatch):
+        (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+        _refuse_mkdir_in(monkeypatch, tmp_path / "user.slice")
+        manager = v2.Manager(str(tmp_path / "user.slice" / "ctr"), root=str(tmp_path))
+        manager.rootless = manager.may_skip = True
+        assert manager.create() == [] and manager.paths == {}
+        manager.add(42)
+        assert manager.pids() == [] and manager.frozen() is False
+        manager.apply({"devices": [{"allow": False, "access": "rwm"}]})
+        with pytest.raises(ExecError, match="^rootless needs no limits \\+ no cgrouppath when no "
+                                            "permission is granted for cgroups: "):
+            manager.apply({"pids": {"limit": 5}})
+
+    def test_v2_enables_controllers_only_where_missing(self, tmp_path):
+        """In a delegated subtree the ancestors above it are not the user's:
+        what is enabled there already is not written again."""
+        (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+        (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")
+        (tmp_path / "deleg").mkdir()
+        (tmp_path / "deleg" / "cgroup.subtree_control").write_text("")
+        (tmp_path / "deleg" / "ctr").mkdir()
+        os.chmod(tmp_path / "cgroup.subtree_control", 0o444)
+        manager = v2.Manager(str(tmp_path / "deleg" / "ctr"), root=str(tmp_path))
+        manager._enable(["pids"])
+        assert (tmp_path / "deleg" / "cgroup.subtree_control").read_text() == "+pids"
+        assert (tmp_path / "cgroup.subtree_control").read_text() == "memory pids\n"
+
+
 class TestV2Manager:
     def test_for_path(self, tmp_path):
         manager = v2.Manager.for_path(str(tmp_path), "/a/b")

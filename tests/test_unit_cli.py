@@ -280,6 +280,32 @@ def test_compat_flags_accepted(capsys, root):
     assert one_line(err) == 'container "ghost" does not exist'
 
 
+@pytest.mark.parametrize("value, rootless", [("true", True), ("1", True), ("False", False),
+                                             ("f", False)])
+def test_rootless_flag_takes_gos_booleans(monkeypatch, value, rootless):
+    from pyoci import cli
+    args = cli._build_parser().parse_args(["--rootless", value, "create", "x"])
+    assert args.rootless is rootless
+    assert cli._create_options(args).rootless is rootless
+
+
+def test_rootless_auto_is_rootless_only_off_the_hosts_root(monkeypatch):
+    from pyoci import cli, lifecycle
+    from pyoci.linux import procfs
+    args = cli._build_parser().parse_args(["create", "x"])
+    assert args.rootless is None
+    for euid, in_userns, systemd, expected in ((0, False, False, False), (1000, False, False, True),
+                                               (0, True, False, True), (1000, False, True, False)):
+        monkeypatch.setattr(lifecycle.os, "geteuid", lambda: euid)
+        monkeypatch.setattr(procfs, "in_user_namespace", lambda: in_userns)
+        assert lifecycle.CreateOptions(systemd_cgroup=systemd).rootless is expected
+
+
+def test_rootless_flag_refuses_other_words(capsys, root):
+    status, _, err = run(capsys, "--root", root, "--rootless", "maybe", "state", "ghost")
+    assert status == 1 and "--rootless" in err and "maybe" in err
+
+
 # ------------------------------------------------------------------------ --log
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_log_file_gets_the_formatted_error(capsys, root, tmp_path, log_format):

@@ -368,8 +368,7 @@ class TestSysctlRules:
 
 
 @pytest.mark.parametrize("path, value", [
-    ("process.apparmorProfile", "docker-default"), ("process.selinuxLabel", "system_u:x"),
-    ("linux.mountLabel", "system_u:y"), ("linux.intelRdt", {"closID": "a"}),
+    ("linux.intelRdt", {"closID": "a"}),
     ("process.user.username", "Administrator"),
     ("windows", {"layerFolders": ["C:"]})])
 def test_unsupported_settings_are_refused_not_dropped(path, value):

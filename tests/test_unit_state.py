@@ -466,12 +466,20 @@ def test_lock_is_exclusive_across_processes(container):
     assert subprocess.run([sys.executable, "-c", code, lock]).returncode == 3
 
 
-@pytest.mark.parametrize("euid, runtime_dir, root", [
-    (0, "/run/user/0", "/run/pyoci"), (1001, "/run/user/1001", "/run/user/1001/pyoci"),
-    (1001, None, "/run/pyoci")])
-def test_default_root_is_the_users_runtime_dir_as_runc(monkeypatch, euid, runtime_dir, root):
+@pytest.mark.parametrize("euid, in_userns, user, runtime_dir, root", [
+    (0, False, "root", "/run/user/0", "/run/pyoci"),
+    (1001, False, "u", "/run/user/1001", "/run/user/1001/pyoci"),
+    (1001, False, "u", None, "/run/pyoci"),
+    # root of rootless podman's user namespace
+    (0, True, "u", "/run/user/1001", "/run/user/1001/pyoci"),
+    (0, True, "root", "/run/user/0", "/run/pyoci")])
+def test_default_root_is_the_users_runtime_dir_as_runc(monkeypatch, euid, in_userns, user,
+                                                       runtime_dir, root):
     from pyoci import state as state_module
+    from pyoci.linux import procfs
     monkeypatch.setattr(state_module.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(procfs, "in_user_namespace", lambda: in_userns)
+    monkeypatch.setenv("USER", user)
     if runtime_dir is None:
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     else:

@@ -30,11 +30,20 @@ def last_cap():
 def own_bounding_set():
     """The runtime's own bounding set: what it can grant at all (a host may
     withhold some, as this project's CI machine does CAP_SYS_RESOURCE)."""
+    return _own_set("CapBnd", ~0)
+
+
+def own_effective(name):
+    """Whether the runtime itself has capability NAME in effect."""
+    return bool(_own_set("CapEff", 0) & (1 << NUMBERS[name]))
+
+
+def _own_set(field, missing):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("CapBnd:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1], 16)
-    return ~0
+    return missing
 
 
 def mask(names, kernel_last, unknown, available=~0):

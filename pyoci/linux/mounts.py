@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux import syscalls as sc
+from pyoci.linux import lsm, syscalls as sc
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -281,11 +281,12 @@ class Entry:
     """One config mount being made (mounts[INDEX]): where it goes, and what is
     applied once every mount and device exists (read-only of a mount others
     go under)."""
-    __slots__ = ("index", "mount", "options", "target", "defer_readonly")
+    __slots__ = ("index", "mount", "options", "target", "defer_readonly", "mount_label")
 
-    def __init__(self, rootfs, index, mount, defer_readonly=False):
+    def __init__(self, rootfs, index, mount, defer_readonly=False, mount_label=None):
         self.index = index
         self.mount = mount
+        self.mount_label = mount_label  # linux.mountLabel (SELinux)
         self.options = MountOptions(mount.options)
         self.target = secure_join(rootfs, mount.destination)
         self.defer_readonly = defer_readonly and bool(
@@ -393,6 +394,7 @@ def _mount_fs(sys, rootfs, entry, flags):
         # As runc: a tmpfs takes the mode of the directory it covers,
         # setuid, setgid and sticky bits included.
         data = _with_covered_mode(target, data)
+    data = lsm.mount_data(data, mount.type, False, entry.mount_label)
     make_mount_point(target)
     if options.tmpcopyup:
         _mount_tmpfs_copyup(sys, mount, flags, data, target)
@@ -405,6 +407,7 @@ def _mount_fs(sys, rootfs, entry, flags):
         # sysfs refuses a network namespace we do not own: show the host's, as runc does.
         sys.mount("/sys", target, "bind", MS_BIND | MS_REC)
         remount_bind(sys, target, flags)
+    lsm.label_mount_point(target, mount.type, entry.mount_label)
 
 
 def _with_covered_mode(target, data):

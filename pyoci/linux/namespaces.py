@@ -2,7 +2,7 @@
 import os
 
 from pyoci.errors import ExecError, errno_text
-from pyoci.linux import syscalls as sc
+from pyoci.linux import caps, syscalls as sc
 
 FLAGS = {
     "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
@@ -66,13 +66,54 @@ def format_id_map(mappings):
 
 
 def write_id_maps(pid, uid_mappings, gid_mappings):
-    """Written by the runtime, from outside the new user namespace."""
-    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+    """Written by the runtime, from outside the new user namespace.
+
+    Without CAP_SETUID/CAP_SETGID (rootless) the kernel lets us map only our
+    own id, and our own gid only once setgroups is denied; any other map goes
+    through the setuid newuidmap/newgidmap (Debian's uidmap), which allow
+    the ranges /etc/subuid and /etc/subgid give the user, as runc and podman
+    use them."""
+    for kind, mappings, own_id in (("uid", uid_mappings, os.geteuid()),
+                                   ("gid", gid_mappings, os.getegid())):
+        privileged = caps.own_effective(f"CAP_SET{kind.upper()}")
+        if kind == "gid" and not privileged and _only(mappings, own_id):
+            _write_proc(pid, "setgroups", "deny")
         try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(format_id_map(mappings))
-        except OSError as exc:
-            raise ExecError(f"write {name}: {errno_text(exc.errno)}") from None
+            _write_proc(pid, f"{kind}_map", format_id_map(mappings))
+        except ExecError:
+            if privileged or _only(mappings, own_id):
+                raise
+            _run_mapping_tool(f"new{kind}map", pid, mappings)
+
+
+def _only(mappings, host_id):
+    return len(mappings) == 1 and mappings[0].host_id == host_id and mappings[0].size == 1
+
+
+def _write_proc(pid, name, text):
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise ExecError(f"write {name}: {errno_text(exc.errno)}") from None
+
+
+def _run_mapping_tool(tool, pid, mappings):
+    import shutil
+    import subprocess
+    path = shutil.which(tool)
+    kind = tool[3:6]
+    if path is None:
+        raise ExecError(f"write {kind}_map: permission denied: mapping more than our own "
+                        f"{kind} needs {tool} (Debian's uidmap package) and /etc/sub{kind}")
+    argv = [path, str(pid)]
+    for m in mappings:
+        argv += [str(m.container_id), str(m.host_id), str(m.size)]
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, check=False)
+    if result.returncode != 0:
+        said = result.stdout.strip().replace("\n", "; ")
+        raise ExecError(f"{tool} {pid} {' '.join(argv[2:])}: {said or f'exit status {result.returncode}'}")
 
 
 def mapped_user_namespace(sys, uid_mappings, gid_mappings):

@@ -42,3 +42,13 @@ def children_pids(pid, proc=PROC):
             if fields and int(fields[1]) == pid:
                 result.append(int(entry))
     return result
+
+
+def in_user_namespace(proc=PROC):
+    """Whether this process runs in a user namespace other than the host's
+    (whose uid_map is the identity of every id)."""
+    try:
+        with open(f"{proc}/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except FileNotFoundError:
+        return False

@@ -23,7 +23,8 @@ def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
     _mount_or_fail(sys, None, "/", None, MS_SLAVE | MS_REC, "set propagation of /")
     _mount_or_fail(sys, rootfs, rootfs, "bind", MS_BIND | MS_REC, "bind rootfs")
     entries = [mounts.Entry(rootfs, index, mount,
-                            _others_go_under(mount, config.mounts[index + 1:]))
+                            _others_go_under(mount, config.mounts[index + 1:]),
+                            config.linux.mount_label)
                for index, mount in enumerate(config.mounts)]
     for entry in entries:
         mounts.mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources)

@@ -12,10 +12,12 @@
 #
 # The VM: Debian's 6.1 kernel (linux-image-amd64) booted by virtme-ng under
 # QEMU software emulation (no KVM), with cgroup v1 disabled on the kernel
-# command line, so /sys/fs/cgroup is cgroup2 only. The guest's root is the
+# command line, so /sys/fs/cgroup is cgroup2 only, and AppArmor enabled
+# (apparmor=1 security=apparmor) for the LSM tests. The guest's root is the
 # host's / over 9p, read-write; /tmp, /run, /var/tmp, /var/log and /var/cache
 # are the guest's own (/tmp is a copy-on-write overlay of the host's /tmp:
-# host files are visible, writes stay in the VM). This checkout and a status
+# host files are visible, writes stay in the VM), and so is /etc (a copy,
+# for the accounts tests make). This checkout and a status
 # directory are shared read-write explicitly, so they work even under /tmp.
 # A boot takes about 15-20 s; guest code runs about 30x slower than the host.
 #
@@ -37,7 +39,7 @@ VM_HOST_RW=${VM_HOST_RW:-1}
 VM_VERBOSE=${VM_VERBOSE:-0}
 VNG_VENV=${VNG_VENV:-/opt/vng-venv}
 VNG_VERSION=${VNG_VERSION:-1.42}
-APT_PACKAGES="qemu-system-x86 linux-image-amd64 busybox-static python3-venv"
+APT_PACKAGES="qemu-system-x86 linux-image-amd64 busybox-static python3-venv apparmor"
 DEFAULT_COMMAND=".venv/bin/python -m pytest -q -p no:cacheprovider tests/test_integration_linux.py -k cgroup"
 
 say() { echo "run_in_v2_vm: $*" >&2; }
@@ -113,6 +115,9 @@ if [ "\$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ] || awk '\$3 == "cgroup" {
     exit 125
 fi
 echo "run_in_v2_vm: \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)" >&2
+# /etc of the guest's own (the host's over 9p cannot take useradd's lock
+# files, hard links): accounts the tests make stay in the VM.
+mkdir -p /run/vm-etc && cp -a /etc/. /run/vm-etc/ && mount --bind /run/vm-etc /etc
 cd $(printf '%q' "$REPO") || { echo 125 >&9; exit 125; }
 $command_line </dev/null 9>&-
 status=\$?
@@ -124,6 +129,7 @@ chmod 755 "$STATUS_DIR/inner.sh"
 
 vng_args=(--run "$KERNEL" --disable-kvm --memory "$VM_MEMORY" --cpus "$VM_CPUS"
           --append cgroup_no_v1=all --append systemd.unified_cgroup_hierarchy=1
+          --append apparmor=1 --append security=apparmor
           --rwdir "$REPO" --rwdir "$STATUS_DIR" --exec "$STATUS_DIR/inner.sh")
 [ "$VM_HOST_RW" = 1 ] && vng_args+=(--rw)
 [ "$VM_VERBOSE" = 1 ] && vng_args+=(--verbose)

@@ -14,6 +14,7 @@ below it).
 ``create()`` returns the directories it made: ``destroy(owned)`` removes only
 those, since a cgroup the container did not create is not its to delete.
 """
+import errno
 import os
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -59,11 +60,20 @@ def container_cgroup(cgroups_path, container_id, base):
     return os.path.normpath(os.path.join(base, path))
 
 
-def manager_for(cgroups_path, container_id, root=CGROUP_ROOT, systemd=False, annotations=None):
+def manager_for(cgroups_path, container_id, root=CGROUP_ROOT, systemd=False, annotations=None,
+                rootless=False):
     """The manager create uses; with SYSTEMD, systemd's driver in front of
-    the cgroupfs manager of the unit's directory."""
+    the cgroupfs manager of the unit's directory.
+
+    ROOTLESS (as runc's rootless cgroup manager): with no cgroupsPath, a
+    cgroup the runtime may not make or join is left out rather than fatal,
+    and only a limit that needed it fails; device rules are not enforced
+    when refused. A delegated cgroup (one the user owns) is used as any."""
     if not systemd:
-        return _cgroupfs_manager(cgroups_path, container_id, root)
+        manager = _cgroupfs_manager(cgroups_path, container_id, root)
+        manager.rootless = rootless
+        manager.may_skip = rootless and not cgroups_path
+        return manager
     from pyoci.linux.cgroups import systemd as driver
     slice_name, unit = driver.parse_cgroups_path(cgroups_path, container_id)
     fs = _cgroupfs_manager(driver.unit_cgroup(slice_name, unit), container_id, root)
@@ -122,13 +132,20 @@ def pids_below(directory):
     return pids
 
 
-def add_process(directory, pid):
-    """Move PID into the cgroup DIRECTORY, saying which one refused."""
+def add_process(directory, pid, forgive=None):
+    """Move PID into the cgroup DIRECTORY, saying which one refused, unless
+    FORGIVE(directory, exc) says the refusal is fine (rootless)."""
     try:
         write_file(directory, "cgroup.procs", str(pid))
     except OSError as exc:
+        if forgive is not None and forgive(directory, exc):
+            return
         from pyoci.errors import ExecError, errno_text
         raise ExecError(f"add pid {pid} to cgroup {directory}: {errno_text(exc.errno)}") from None
+
+
+# How a cgroup tree the runtime does not own refuses it.
+NOT_OURS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def write_file(directory, name, value):
@@ -162,7 +179,6 @@ def remove_dir(directory):
     """rmdir a cgroup and the sub-cgroups made below it (as runc does);
     already gone is fine, still in use (by processes that are not the
     container's) is left with a warning."""
-    import errno
     try:
         for below, subdirectories, _ in os.walk(directory, topdown=False):
             for name in subdirectories:

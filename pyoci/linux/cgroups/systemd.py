@@ -104,6 +104,9 @@ class Manager:
         self.unified = list(fs.paths) == [UNIFIED_KEY]
         self.extra_properties = list(extra_properties)
 
+    def seen_paths(self):
+        return self.paths
+
     def create(self):
         """Nothing yet: a scope cannot exist without a process (see add)."""
         check_running()

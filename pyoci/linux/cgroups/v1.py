@@ -3,8 +3,9 @@ import os
 
 import errno
 
+from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, add_process, container_cgroup, directories,
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, container_cgroup, directories,
                                  make_dir, own_cgroups, pids_below, remove_dir, wait_for,
                                  write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
@@ -38,28 +39,59 @@ def hierarchies(root):
 class Manager:
     def __init__(self, paths):
         self.paths = dict(paths)
+        self.rootless = False
+        self.may_skip = False  # rootless without a cgroupsPath: see manager_for
+        self.skipped = set()  # the keys of hierarchies left out
+        self._made = []
+        self._runtime_paths = {}
 
     @classmethod
     def for_path(cls, root, cgroups_path, container_id, hybrid):
         own = own_cgroups()
-        paths = {}
+        paths, runtime_paths = {}, {}
         for key, mount_point in hierarchies(root).items():
             if key == UNIFIED_KEY and not hybrid:
                 continue
             base = own.get(key, "/")
             paths[key] = mount_point + container_cgroup(cgroups_path, container_id, base)
-        return cls(paths)
+            runtime_paths[key] = os.path.normpath(mount_point + base)
+        manager = cls(paths)
+        manager._runtime_paths = runtime_paths
+        return manager
+
+    def seen_paths(self):
+        """Where the container's processes are: its cgroups, and the
+        runtime's own in a hierarchy left out (rootless), as a cgroup mount
+        shows them."""
+        return {**{key: self._runtime_paths[key] for key in self.skipped}, **self.paths}
 
     def create(self):
         """Make the directories; return those that did not exist."""
-        made = []
+        made = self._made
         for directory in directories(self.paths):
-            if directory == self.paths.get("cpuset") and not os.path.isdir(directory):
-                _make_cpuset(directory)
-                made.append(directory)
-            elif make_dir(directory):
-                made.append(directory)
-        return made
+            try:
+                if directory == self.paths.get("cpuset") and not os.path.isdir(directory):
+                    _make_cpuset(directory)
+                    made.append(directory)
+                elif make_dir(directory):
+                    made.append(directory)
+            except OSError as exc:
+                if not self._leave_out(directory, exc):
+                    raise
+        return list(made)
+
+    def _leave_out(self, directory, exc):
+        """Rootless: drop a hierarchy that refused us, and what we made of it."""
+        if not (self.may_skip and exc.errno in NOT_OURS):
+            return False
+        for key in [key for key, path in self.paths.items() if path == directory]:
+            del self.paths[key]
+            self.skipped.add(key)
+        if directory in self._made:
+            self._made.remove(directory)
+            remove_dir(directory)
+        log.debug(f"rootless: cgroup {directory} left out: {errno_text(exc.errno)}")
+        return True
 
     def apply(self, resources):
         """Write linux.resources into the controllers' files."""
@@ -77,8 +109,11 @@ class Manager:
         for controller, name, value in writes:
             directory = self.paths.get(controller)
             if directory is None:
-                if name in V1_OPTIONAL:
+                if name in V1_OPTIONAL or (controller == "devices" and self.rootless):
                     continue
+                if controller in self.skipped:
+                    raise ExecError(f"cannot set {controller} limit: container could not "
+                                    "join or create cgroup")
                 raise ConfigError(f"config.json: linux.resources: the {controller} cgroup "
                                   f"controller is not available on this host ({name})")
             try:
@@ -92,6 +127,8 @@ class Manager:
                     # parent's limit; the new quota comes next, then the period again.
                     retry_period = (directory, name, value)
                     continue
+                if controller == "devices" and self.rootless:
+                    continue  # as runc: device rules are not expected to work rootless
                 _refuse_write(directory, name, value, exc)
             if name == "cpu.cfs_quota_us" and retry_period is not None:
                 try:
@@ -102,7 +139,7 @@ class Manager:
 
     def add(self, pid):
         for directory in directories(self.paths):
-            add_process(directory, pid)
+            add_process(directory, pid, self._leave_out)
 
     def pids(self):
         """Every process in the container's cgroup."""

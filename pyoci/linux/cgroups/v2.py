@@ -1,8 +1,9 @@
 """cgroup v2 placement: one directory in the unified hierarchy."""
 import os
 
+from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (UNIFIED_KEY, add_process, make_dir, pids_below, remove_dir,
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, make_dir, pids_below, remove_dir,
                                  wait_for, write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
@@ -12,6 +13,10 @@ class Manager:
         self.directory = directory
         self.root = root
         self.paths = {UNIFIED_KEY: directory}
+        self.rootless = False
+        self.may_skip = False  # rootless without a cgroupsPath: see manager_for
+        self.refusal = None  # why the cgroup was left out (rootless)
+        self._made = False
 
     @classmethod
     def for_path(cls, root, path):
@@ -21,7 +26,13 @@ class Manager:
         """Make the directory, with every controller the host has enabled on
         the way down (as runc: stats and OOM events need them even without
         limits); return it if it did not exist."""
-        made = [self.directory] if make_dir(self.directory) else []
+        try:
+            self._made = make_dir(self.directory)
+        except OSError as exc:
+            if self._leave_out(self.directory, exc):
+                return []
+            raise
+        made = [self.directory] if self._made else []
         with open(os.path.join(self.root, "cgroup.controllers")) as f:
             available = f.read().split()
         for directory in self._ancestors():
@@ -31,6 +42,26 @@ class Manager:
                 except OSError:
                     pass  # best effort; a limit that needs it fails clearly in apply()
         return made
+
+    def seen_paths(self):
+        """Where the container's processes are: its cgroup, or the
+        runtime's own when it was left out (rootless)."""
+        if self.paths:
+            return self.paths
+        from pyoci.linux.cgroups import own_cgroups
+        return {UNIFIED_KEY: os.path.normpath(self.root + own_cgroups().get(UNIFIED_KEY, "/"))}
+
+    def _leave_out(self, directory, exc):
+        """Rootless: go without a cgroup that refused us (and undo ours)."""
+        if not (self.may_skip and exc.errno in NOT_OURS):
+            return False
+        self.paths.clear()
+        self.refusal = f"{directory}: {errno_text(exc.errno)}"
+        if self._made:
+            self._made = False
+            remove_dir(directory)
+        log.debug(f"rootless: cgroup {self.refusal}: left out")
+        return True
 
     def _ancestors(self):
         """From the root down to the container's parent."""
@@ -43,6 +74,11 @@ class Manager:
 
     def apply(self, resources):
         """Enable the controllers the limits need on the way down, then write them."""
+        if not self.paths:
+            if v2_writes(resources):
+                raise ExecError("rootless needs no limits + no cgrouppath when no permission "
+                                f"is granted for cgroups: {self.refusal}")
+            return  # device rules, as runc, are not expected to work rootless
         writes = v2_writes(resources, set(os.listdir(self.directory)))
         self._enable(v2_controllers(writes))
         for name, value in writes:
@@ -59,6 +95,8 @@ class Manager:
             try:
                 devices_bpf.attach(syscalls.syscalls(), self.directory, resources["devices"])
             except OSError as exc:
+                if self.rootless:
+                    return
                 raise ExecError(f"device rules for {self.directory}: {exc.strerror}") from None
 
     def _enable(self, controllers):
@@ -71,18 +109,23 @@ class Manager:
         if missing:
             raise ConfigError(f"config.json: linux.resources: the {missing[0]} cgroup "
                               "controller is not available on this host")
-        request = " ".join(f"+{c}" for c in controllers)
         for directory in self._ancestors():
+            with open(os.path.join(directory, "cgroup.subtree_control")) as f:
+                enabled = f.read().split()
+            request = " ".join(f"+{c}" for c in controllers if c not in enabled)
+            if not request:
+                continue  # a delegated subtree's ancestors are not ours to write
             try:
                 write_file(directory, "cgroup.subtree_control", request)
             except OSError as exc:
                 raise ExecError(f"enable {request} in {directory}: {errno_text(exc.errno)}") from None
 
     def add(self, pid):
-        add_process(self.directory, pid)
+        if self.paths:
+            add_process(self.directory, pid, self._leave_out)
 
     def pids(self):
-        return pids_below(self.directory)
+        return pids_below(self.directory) if self.paths else []
 
     def freeze(self, frozen):
         """cgroup.freeze, then wait for cgroup.events to say it is done."""
@@ -96,6 +139,8 @@ class Manager:
         return v2_stats(self.directory)
 
     def frozen(self):
+        if not self.paths:
+            return False
         try:
             with open(os.path.join(self.directory, "cgroup.freeze")) as f:
                 return f.read().strip() == "1"

@@ -1,0 +1,153 @@
+"""AppArmor and SELinux: a profile or label is entered by the program's exec,
+as runc enters it; one the host does not run is refused at create.
+
+This machine runs neither LSM, so the refusals run here. The AppArmor tests
+run where AppArmor is enabled and apparmor_parser is installed: the v2 VM
+boots with apparmor=1 security=apparmor (tests/vm/run_in_v2_vm.sh). Both
+runtimes run the same bundles.
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conformance.harness import (PYOCI, RUNC, WAIT_FOR_STOP, CommandFailed, LeakCheck, Probe,
+                                 private_runtime)
+from pyoci.linux import lsm
+
+pytestmark = pytest.mark.root
+
+PROFILE = "pyoci-test-deny"
+# Everything but the secret; attach_disconnected as Docker's profile has,
+# for paths outside the container's mount namespace.
+PROFILE_TEXT = f"""
+abi <abi/3.0>,
+profile {PROFILE} flags=(attach_disconnected,mediate_deleted) {{
+  file,
+  capability,
+  network,
+  signal,
+  unix,
+  ptrace,
+  deny /secret/** rw,
+}}
+"""
+
+needs_apparmor = pytest.mark.skipif(
+    not lsm.apparmor_enabled() or shutil.which("apparmor_parser") is None,
+    reason="AppArmor is not enabled here (the v2 VM boots with it)")
+
+
+@pytest.fixture(params=["pyoci", "runc"])
+def runtime(request):
+    with private_runtime(PYOCI if request.param == "pyoci" else RUNC) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def apparmor_profile(tmp_path_factory):
+    source = tmp_path_factory.mktemp("apparmor") / PROFILE
+    source.write_text(PROFILE_TEXT)
+    subprocess.run(["apparmor_parser", "--replace", "--skip-cache", source], check=True,
+                   capture_output=True)
+    yield PROFILE
+    subprocess.run(["apparmor_parser", "--remove", "--skip-cache", source], check=False,
+                   capture_output=True)
+
+
+def set_process(**values):
+    def mutate(config):
+        config["process"].update(values)
+    return mutate
+
+
+@needs_apparmor
+def test_apparmor_profile_confines_the_program(runtime, apparmor_profile, tmp_path):
+    probe = Probe(runtime, tmp_path)
+    script = ("cat /proc/self/attr/current; cat /secret/data || echo denied; cat /open/data\n"
+              f"echo ran\n{WAIT_FOR_STOP}")
+    bundle = probe.bundle(script, set_process(apparmorProfile=apparmor_profile))
+    for name in ("secret", "open"):
+        (bundle / "rootfs" / name).mkdir()
+        (bundle / "rootfs" / name / "data").write_text(f"{name} data\n")
+    container_id = runtime.new_id()
+    runtime.create(container_id, bundle)
+    runtime.start(container_id)
+    lines = probe.wait_for_output(bundle, "ran").splitlines()
+    assert lines[0] == f"{apparmor_profile} (enforce)"
+    assert "Permission denied" in lines[1] and lines[2] == "denied"
+    assert lines[3] == "open data"
+    pid = runtime.state(container_id)["pid"]
+    assert Path(f"/proc/{pid}/attr/current").read_text().strip() == \
+        f"{apparmor_profile} (enforce)"
+    # exec enters the container's profile, or the one --apparmor names.
+    execed = runtime.run("exec", container_id, "cat", "/proc/self/attr/current").stdout
+    assert execed.strip() == f"{apparmor_profile} (enforce)"
+    execed = runtime.run("exec", "--apparmor", "unconfined", container_id,
+                         "cat", "/proc/self/attr/current").stdout
+    assert execed.strip() == "unconfined"
+    probe.stop_program(bundle)
+    runtime.wait_for_status(container_id, "stopped")
+    runtime.delete(container_id)
+
+
+@needs_apparmor
+def test_an_unknown_apparmor_profile_fails_create(runtime, tmp_path):
+    probe = Probe(runtime, tmp_path)
+    bundle = probe.bundle("true", set_process(apparmorProfile="pyoci-no-such-profile"))
+    container_id = runtime.new_id()
+    with pytest.raises(CommandFailed) as failed:
+        runtime.create(container_id, bundle)
+    assert "apparmor" in str(failed.value).lower()
+    assert not runtime.exists(container_id)
+
+
+LSM_FIELDS = {
+    "process.apparmorProfile": (set_process(apparmorProfile="docker-default"),
+                                lsm.apparmor_enabled,
+                                "AppArmor is not enabled on this host (profile 'docker-default')"),
+    "process.selinuxLabel": (set_process(selinuxLabel="system_u:system_r:container_t:s0:c1,c2"),
+                             lsm.selinux_enabled, lsm.SELINUX_DISABLED),
+    "linux.mountLabel": (lambda config: config["linux"].update(
+        mountLabel="system_u:object_r:container_file_t:s0:c1,c2"),
+        lsm.selinux_enabled, lsm.SELINUX_DISABLED),
+}
+
+
+@pytest.mark.parametrize("field", sorted(LSM_FIELDS))
+def test_an_lsm_the_host_does_not_run_is_refused_in_one_line(field, tmp_path):
+    mutate, enabled, words = LSM_FIELDS[field]
+    if enabled():
+        pytest.skip("this host runs that LSM")
+    with private_runtime(RUNC) as runc:
+        bundle = Probe(runc, tmp_path / "runc").bundle("true", mutate)
+        # runc fails too, though some of it only once init writes or mounts.
+        assert runc.run("run", runc.new_id(), cwd=bundle, check=False).returncode != 0
+    with private_runtime(PYOCI) as pyoci:
+        leaks = LeakCheck(pyoci, tmp_path)
+        try:
+            bundle = Probe(pyoci, tmp_path / "pyoci").bundle("true", mutate)
+            result = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)
+            assert result.returncode == 1
+            assert result.stderr.strip().splitlines() == [f"config.json: {field}: {words}"]
+            assert leaks.leftovers() == {}
+        finally:
+            leaks.close()
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--apparmor=docker-default", "process: process.apparmorProfile: AppArmor is not enabled"),
+    ("--process-label=system_u:system_r:container_t:s0",
+     f"process: process.selinuxLabel: {lsm.SELINUX_DISABLED}")])
+def test_exec_with_an_lsm_the_host_does_not_run_is_refused(flag, words, tmp_path):
+    if lsm.apparmor_enabled() if "apparmor" in flag else lsm.selinux_enabled():
+        pytest.skip("this host runs that LSM")
+    with private_runtime(PYOCI) as pyoci:
+        probe = Probe(pyoci, tmp_path)
+        container_id, _ = probe.container("running")
+        result = pyoci.run("exec", flag, container_id, "true", check=False)
+        # runc's exit status and prefix for a failed exec
+        assert result.returncode == 255
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith(f"exec failed: {words}")

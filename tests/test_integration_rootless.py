@@ -1,0 +1,275 @@
+"""Rootless: pyoci run by a real unprivileged account (the session's
+rootless_user), beside runc run by the same account on the same bundles.
+
+The user's containers map it to root (one id), or through newuidmap and
+newgidmap to its /etc/subuid and /etc/subgid ranges; their state is under
+$XDG_RUNTIME_DIR; a cgroup the user may not write is left out unless the
+config sets limits, and a cgroup delegated to the user gets them. Rootless
+podman runs pyoci as its runtime.
+"""
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conformance.bundle import make_bundle, make_rootfs, read_config, write_config
+from conformance.harness import RUNC, WAIT_FOR_STOP, CommandFailed, Probe, wait_until
+
+pytestmark = pytest.mark.root
+
+CGROUP = Path("/sys/fs/cgroup")
+UNIFIED = (CGROUP / "cgroup.controllers").exists()
+
+
+@pytest.fixture(params=["pyoci", "runc"])
+def runtime_command(request, rootless_user):
+    return rootless_user.pyoci if request.param == "pyoci" else RUNC
+
+
+@pytest.fixture
+def as_user(rootless_user, runtime_command):
+    runtime = rootless_user.runtime(runtime_command)
+    yield runtime
+    runtime.force_delete_all()
+
+
+def rootless(user, uid_maps=None, gid_maps=None):
+    """A mutate: a user namespace mapping USER to root (or the maps given);
+    no uid=/gid= mount options, which a one-id namespace cannot map."""
+    def mutate(config):
+        linux = config["linux"]
+        linux["namespaces"].append({"type": "user"})
+        linux["uidMappings"] = uid_maps or [{"containerID": 0, "hostID": user.uid, "size": 1}]
+        linux["gidMappings"] = gid_maps or [{"containerID": 0, "hostID": user.gid, "size": 1}]
+        for mount in config["mounts"]:
+            mount["options"] = [option for option in mount.get("options", ())
+                                if not option.startswith(("uid=", "gid="))]
+    return mutate
+
+
+def both(*mutations):
+    def mutate(config):
+        for mutation in mutations:
+            mutation(config)
+    return mutate
+
+
+def probe_as(user, runtime, scratch):
+    """A Probe whose bundles the user may use: their directories are its."""
+    probe = Probe(runtime, scratch)
+    plain = probe.bundle
+
+    def bundle(script, mutate=None):
+        made = plain(script, mutate)
+        user.give(made)
+        return made
+    probe.bundle = bundle
+    return probe
+
+
+def cgroup_dirs_named(name):
+    return [below for below, _, _ in os.walk(CGROUP) if os.path.basename(below) == name]
+
+
+def test_runs_as_the_user_with_its_state_in_its_runtime_dir(rootless_user, as_user, scratch):
+    user = rootless_user
+    probe = probe_as(user, as_user, scratch)
+    bundle = probe.bundle("id -u; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups\n"
+                          f"echo ran\n{WAIT_FOR_STOP}", rootless(user))
+    container_id = as_user.new_id()
+    as_user.create(container_id, bundle)
+    state_dir = as_user.root / container_id
+    assert state_dir.is_dir() and state_dir.stat().st_uid == user.uid
+    as_user.start(container_id)
+    output = probe.wait_for_output(bundle, "ran").split("\n")
+    assert output[0] == "0"
+    assert output[1].split() == ["0", str(user.uid), "1"]
+    assert output[2].split() == ["0", str(user.gid), "1"]
+    # An unprivileged gid_map needs setgroups denied first.
+    assert output[3] == "deny"
+    state = as_user.state(container_id)
+    assert state["status"] == "running"
+    assert open(f"/proc/{state['pid']}/status").read().count(f"\t{user.uid}\t") >= 1
+    execed = as_user.run("exec", container_id, "cat", "/proc/self/uid_map").stdout
+    assert execed.split() == ["0", str(user.uid), "1"]
+    as_user.kill(container_id, "KILL")
+    as_user.wait_for_status(container_id, "stopped")
+    as_user.delete(container_id)
+    assert not state_dir.exists()
+
+
+def test_spec_rootless_output_runs_as_the_user(rootless_user, runtime_command, scratch):
+    user = rootless_user
+    bundle = scratch / "bundle"
+    make_rootfs(bundle / "rootfs")
+    user.give(bundle)
+    user.run(runtime_command, "spec", "--rootless", cwd=bundle)
+    config = read_config(bundle)
+    config["process"].update(terminal=False, args=["id"])
+    write_config(bundle, config)
+    result = user.run(runtime_command, "run", f"spec-{uuid.uuid4().hex[:8]}", cwd=bundle)
+    assert result.stdout.startswith("uid=0(root) gid=0(root)"), result
+
+
+def test_subordinate_ranges_go_through_newuidmap(rootless_user, runtime_command, as_user,
+                                                 scratch):
+    user = rootless_user
+    (uid_first, _), (gid_first, _) = user.subuid, user.subgid
+    probe = probe_as(user, as_user, scratch)
+
+    def as_user_1000(config):
+        config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [2000]}
+    maps = [[{"containerID": 0, "hostID": own, "size": 1},
+             {"containerID": 1, "hostID": first, "size": 65535}]
+            for own, first in ((user.uid, uid_first), (user.gid, gid_first))]
+    mutate = both(rootless(user, *maps), as_user_1000)
+    if runtime_command == RUNC:
+        # runc 1.1.5 refuses additionalGids to any unprivileged caller, even
+        # where newgidmap left setgroups allowed; pyoci sets them there.
+        with pytest.raises(CommandFailed, match="cannot set any additional groups"):
+            probe.run("true", mutate)
+        mutate = both(rootless(user, *maps), as_user_1000,
+                      lambda config: config["process"]["user"].pop("additionalGids"))
+    output = probe.run("cat /proc/self/uid_map; id -u; id -G; touch /out/made", mutate)
+    lines = output.split("\n")
+    assert [line.split() for line in lines[:2]] == [["0", str(user.uid), "1"],
+                                                    ["1", str(uid_first), "65535"]]
+    # Supplementary groups are set: setgroups stays allowed with newgidmap.
+    # runc, rootless, never calls setgroups: the process keeps the
+    # runtime's own groups (the user's, mapped to 0).
+    assert lines[2:4] == ["1000", "1000 0" if runtime_command == RUNC else "1000 2000"]
+    made = os.stat(probe.directory / f"bundle{probe.bundle_count}" / "out" / "made")
+    assert (made.st_uid, made.st_gid) == (uid_first + 999, gid_first + 999)
+
+
+def test_cgroup_the_user_may_not_use_is_left_out(rootless_user, as_user, scratch):
+    """It runs in the runtime's own cgroups, which a cgroup mount shows."""
+    probe = probe_as(rootless_user, as_user, scratch)
+
+    def cgroup_mount(config):
+        config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup",
+                                 "source": "cgroup", "options": ["ro", "nosuid", "nodev"]})
+    output = probe.run("ls /sys/fs/cgroup", both(rootless(rootless_user), cgroup_mount))
+    assert ("cgroup.procs" if UNIFIED else "pids") in output.split()
+    for container_id in as_user.container_ids:
+        assert not cgroup_dirs_named(container_id)
+
+
+def test_cgroup_limits_the_user_may_not_set_fail_in_one_line(rootless_user, as_user, scratch):
+    probe = probe_as(rootless_user, as_user, scratch)
+
+    def limited(config):
+        config["linux"]["resources"] = {"pids": {"limit": 50}}
+    bundle = probe.bundle("true", both(rootless(rootless_user), limited))
+    container_id = as_user.new_id()
+    with pytest.raises(CommandFailed) as failed:
+        as_user.create(container_id, bundle)
+    expected = ("rootless needs no limits + no cgrouppath when no permission is granted for "
+                "cgroups" if UNIFIED else
+                "cannot set pids limit: container could not join or create cgroup")
+    assert expected in str(failed.value)
+    assert not as_user.exists(container_id)
+    assert not (as_user.root / container_id).exists()
+    assert not cgroup_dirs_named(container_id)
+
+
+def test_cgroups_path_the_user_may_not_use_is_fatal(rootless_user, as_user, scratch):
+    probe = probe_as(rootless_user, as_user, scratch)
+    container_id = as_user.new_id()
+
+    def placed(config):
+        config["linux"]["cgroupsPath"] = f"/{container_id}"
+    bundle = probe.bundle("true", both(rootless(rootless_user), placed))
+    with pytest.raises(CommandFailed) as failed:
+        as_user.create(container_id, bundle)
+    assert "permission denied" in str(failed.value)
+    assert not as_user.exists(container_id)
+    assert not cgroup_dirs_named(container_id)
+
+
+@pytest.fixture
+def delegated_cgroup(rootless_user):
+    """A cgroup the user owns, and the cgroup.procs files that put its
+    commands where the runtime makes the container's cgroup inside it: on
+    v1 below our own cgroup in pids and memory, on v2 below our parent."""
+    name = f"pyoci-delegated-{uuid.uuid4().hex[:8]}"
+    user = rootless_user
+    if UNIFIED:
+        top = CGROUP / name
+        top.mkdir()
+        enabled = (CGROUP / "cgroup.subtree_control").read_text().split()
+        for controller in ("pids", "memory"):
+            if controller not in enabled:
+                (CGROUP / "cgroup.subtree_control").write_text(f"+{controller}")
+        for owned in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(top / owned, user.uid, user.gid)
+        (top / "runner").mkdir()
+        user.give(top / "runner")
+        tops = {"pids": top, "memory": top}
+        procs = [top / "runner" / "cgroup.procs"]
+    else:
+        tops = {controller: CGROUP / controller / name for controller in ("pids", "memory")}
+        for top in tops.values():
+            top.mkdir()
+            user.give(top)
+        procs = [top / "cgroup.procs" for top in tops.values()]
+    yield tops, procs
+    for top in tops.values():
+        for below, _, _ in sorted(os.walk(top), reverse=True):
+            if os.path.isdir(below):
+                os.rmdir(below)
+
+
+def test_delegated_cgroup_gets_the_limits(rootless_user, runtime_command, delegated_cgroup,
+                                          scratch):
+    tops, procs = delegated_cgroup
+    runtime = rootless_user.runtime(runtime_command, cgroup_procs=procs)
+    probe = probe_as(rootless_user, runtime, scratch)
+
+    def limited(config):
+        config["linux"]["resources"] = {"pids": {"limit": 50},
+                                        "memory": {"limit": 64 << 20}}
+    try:
+        container_id = runtime.new_id()
+        bundle = probe.bundle(f"echo ran\n{WAIT_FOR_STOP}", both(rootless(rootless_user), limited))
+        runtime.create(container_id, bundle)
+        runtime.start(container_id)
+        probe.wait_for_output(bundle, "ran")
+        pids = tops["pids"] / container_id
+        memory = tops["memory"] / container_id
+        assert (pids / ("pids.max")).read_text().strip() == "50"
+        limit_file = "memory.max" if UNIFIED else "memory.limit_in_bytes"
+        assert (memory / limit_file).read_text().strip() == str(64 << 20)
+        pid = runtime.state(container_id)["pid"]
+        assert str(pid) in (pids / "cgroup.procs").read_text().split()
+        runtime.kill(container_id, "KILL")
+        runtime.wait_for_status(container_id, "stopped")
+        runtime.delete(container_id)
+        wait_until(lambda: not pids.exists(), f"{pids} removed")
+        assert not memory.exists()
+    finally:
+        runtime.force_delete_all()
+
+
+@pytest.mark.engine
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+def test_rootless_podman_runs_it(rootless_user, runtime_command, scratch):
+    user = rootless_user
+    rootfs = make_rootfs(scratch / "image")
+    archive = scratch / "image.tar"
+    shutil.make_archive(str(archive)[:-4], "tar", rootfs)
+    archive.chmod(0o644)
+    image = "localhost/pyoci-rootless-test"
+    podman = ["podman", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    user.run(*podman, "import", "--change", 'CMD ["/bin/sh"]', archive, image, cwd=user.home)
+    result = user.run(*podman, "--runtime", runtime_command, "run", "--rm", image,
+                      "sh", "-c", "id; cat /proc/self/uid_map", cwd=user.home, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("uid=0(root) gid=0(root)")
+    first, _ = user.subuid
+    assert [line.split() for line in lines[1:]] == [["0", str(user.uid), "1"],
+                                                    ["1", str(first), "65536"]]
