@@ -26,7 +26,8 @@
 #
 # Environment: VM_MEMORY (2G), VM_CPUS (2), VM_TIMEOUT seconds (3600),
 # VM_KERNEL (newest /boot/vmlinuz-6.1*), VM_HOST_RW (1: guest may write the
-# host's root; 0: only this checkout, the rest copy-on-write),
+# host's root; 0: only this checkout, the rest copy-on-write), VM_LSM (the
+# major LSM the kernel enables: apparmor, the default, or selinux),
 # VM_VERBOSE (1: show the kernel console), VNG_VENV (/opt/vng-venv),
 # VNG_VERSION (1.42).
 set -euo pipefail
@@ -37,9 +38,11 @@ VM_CPUS=${VM_CPUS:-2}
 VM_TIMEOUT=${VM_TIMEOUT:-3600}
 VM_HOST_RW=${VM_HOST_RW:-1}
 VM_VERBOSE=${VM_VERBOSE:-0}
+VM_LSM=${VM_LSM:-apparmor}
 VNG_VENV=${VNG_VENV:-/opt/vng-venv}
 VNG_VERSION=${VNG_VERSION:-1.42}
-APT_PACKAGES="qemu-system-x86 linux-image-amd64 busybox-static python3-venv apparmor"
+APT_PACKAGES="qemu-system-x86 linux-image-amd64 busybox-static python3-venv apparmor
+selinux-policy-default"
 DEFAULT_COMMAND=".venv/bin/python -m pytest -q -p no:cacheprovider tests/test_integration_linux.py -k cgroup"
 
 say() { echo "run_in_v2_vm: $*" >&2; }
@@ -129,7 +132,7 @@ chmod 755 "$STATUS_DIR/inner.sh"
 
 vng_args=(--run "$KERNEL" --disable-kvm --memory "$VM_MEMORY" --cpus "$VM_CPUS"
           --append cgroup_no_v1=all --append systemd.unified_cgroup_hierarchy=1
-          --append apparmor=1 --append security=apparmor
+          --append "$VM_LSM=1" --append "security=$VM_LSM"
           --rwdir "$REPO" --rwdir "$STATUS_DIR" --exec "$STATUS_DIR/inner.sh")
 [ "$VM_HOST_RW" = 1 ] && vng_args+=(--rw)
 [ "$VM_VERBOSE" = 1 ] && vng_args+=(--verbose)
