@@ -5,18 +5,19 @@ The user's containers map it to root (one id), or through newuidmap and
 newgidmap to its /etc/subuid and /etc/subgid ranges; their state is under
 $XDG_RUNTIME_DIR; a cgroup the user may not write is left out unless the
 config sets limits, and a cgroup delegated to the user gets them. Rootless
-podman runs pyoci as its runtime.
+podman and rootless Docker run pyoci as their runtime.
 """
-import json
 import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conformance.bundle import make_bundle, make_rootfs, read_config, write_config
-from conformance.harness import RUNC, WAIT_FOR_STOP, CommandFailed, Probe, wait_until
+from conformance.bundle import make_rootfs, read_config, write_config
+from conformance.harness import (RUNC, TIMEOUT_SCALE, WAIT_FOR_STOP, CommandFailed, Probe,
+                                 wait_until)
 
 pytestmark = pytest.mark.root
 
@@ -254,22 +255,83 @@ def test_delegated_cgroup_gets_the_limits(rootless_user, runtime_command, delega
         runtime.force_delete_all()
 
 
-@pytest.mark.engine
-@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
-def test_rootless_podman_runs_it(rootless_user, runtime_command, scratch):
+IMAGE = "localhost/pyoci-rootless-test"
+PODMAN = ["podman", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+DOCKERD_ROOTLESS = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
+
+
+@pytest.fixture(scope="module")
+def user_image(rootless_user):
+    """A busybox image in the user's podman storage."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
     user = rootless_user
-    rootfs = make_rootfs(scratch / "image")
-    archive = scratch / "image.tar"
-    shutil.make_archive(str(archive)[:-4], "tar", rootfs)
+    directory = user.directory / "image"  # one the user may read
+    directory.mkdir(mode=0o755)
+    rootfs = make_rootfs(directory / "rootfs")
+    archive = Path(shutil.make_archive(str(directory / "image"), "tar", rootfs))
     archive.chmod(0o644)
-    image = "localhost/pyoci-rootless-test"
-    podman = ["podman", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-    user.run(*podman, "import", "--change", 'CMD ["/bin/sh"]', archive, image, cwd=user.home)
-    result = user.run(*podman, "--runtime", runtime_command, "run", "--rm", image,
-                      "sh", "-c", "id; cat /proc/self/uid_map", cwd=user.home, check=False)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    user.run(*PODMAN, "import", "--change", 'CMD ["/bin/sh"]', archive, IMAGE, cwd=user.home)
+    return IMAGE
+
+
+def assert_mapped_root(user, output):
+    """`id; cat /proc/self/uid_map` of an engine's rootless container: root,
+    the user's own id and its /etc/subuid range."""
+    lines = output.splitlines()
     assert lines[0].startswith("uid=0(root) gid=0(root)")
-    first, _ = user.subuid
+    first, count = user.subuid
     assert [line.split() for line in lines[1:]] == [["0", str(user.uid), "1"],
-                                                    ["1", str(first), "65536"]]
+                                                    ["1", str(first), str(count)]]
+
+
+@pytest.mark.engine
+def test_rootless_podman_runs_it(rootless_user, runtime_command, user_image):
+    result = rootless_user.run(*PODMAN, "--runtime", runtime_command, "run", "--rm", user_image,
+                               "sh", "-c", "id; cat /proc/self/uid_map", cwd=rootless_user.home,
+                               check=False)
+    assert result.returncode == 0, result.stderr
+    assert_mapped_root(rootless_user, result.stdout)
+
+
+@pytest.fixture(scope="module")
+def rootless_docker(rootless_user, user_image):
+    """A rootless dockerd (RootlessKit, slirp4netns) of the user's, with pyoci
+    added as a runtime beside runc; yields a function running docker."""
+    if shutil.which("rootlesskit") is None or not os.path.exists(DOCKERD_ROOTLESS):
+        pytest.skip("rootless Docker needs rootlesskit and docker.io's dockerd-rootless.sh")
+    user = rootless_user
+    socket = user.runtime_dir / "docker.sock"
+    log = open(Path(user.home) / "dockerd.log", "w")
+    daemon = subprocess.Popen(
+        [*user.prefix(), "env", f"PATH={os.path.dirname(DOCKERD_ROOTLESS)}:{user.PATH}",
+         DOCKERD_ROOTLESS, "--add-runtime", f"pyoci={user.pyoci}", "--bridge=none",
+         "--iptables=false"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def docker(*args, check=True):
+        return user.run("docker", "-H", f"unix://{socket}", *args, cwd=user.home, check=check)
+    try:
+        wait_until(lambda: socket.exists() and docker("info", check=False).returncode == 0,
+                   "rootless dockerd to answer", timeout=60 * TIMEOUT_SCALE)
+        archive = Path(user.home) / "image.docker.tar"
+        user.run(*PODMAN, "save", "--format", "docker-archive", "-o", archive, user_image,
+                 cwd=user.home)
+        docker("load", "-i", archive)
+        yield docker
+    finally:
+        subprocess.run(["pkill", "-TERM", "-u", user.NAME], check=False)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        subprocess.run(["pkill", "-KILL", "-u", user.NAME], check=False)
+        log.close()
+
+
+@pytest.mark.engine
+def test_rootless_docker_runs_it(rootless_user, runtime_command, rootless_docker, user_image):
+    name = "pyoci" if runtime_command == rootless_user.pyoci else "runc"
+    result = rootless_docker("run", "--rm", "--network", "none", "--runtime", name, user_image,
+                             "sh", "-c", "id; cat /proc/self/uid_map", check=False)
+    assert result.returncode == 0, result.stderr
+    assert_mapped_root(rootless_user, result.stdout)
