@@ -75,15 +75,14 @@ def write_id_maps(pid, uid_mappings, gid_mappings):
     use them."""
     for kind, mappings, own_id in (("uid", uid_mappings, os.geteuid()),
                                    ("gid", gid_mappings, os.getegid())):
-        privileged = caps.own_effective(f"CAP_SET{kind.upper()}")
-        if kind == "gid" and not privileged and _only(mappings, own_id):
-            _write_proc(pid, "setgroups", "deny")
-        try:
+        if caps.own_effective(f"CAP_SET{kind.upper()}"):
             _write_proc(pid, f"{kind}_map", format_id_map(mappings))
-        except ExecError:
-            if privileged or _only(mappings, own_id):
-                raise
-            _run_mapping_tool(f"new{kind}map", pid, mappings)
+        elif _only(mappings, own_id):
+            if kind == "gid":
+                _write_proc(pid, "setgroups", "deny")
+            _write_proc(pid, f"{kind}_map", format_id_map(mappings))
+        else:
+            _run_mapping_tool(kind, pid, mappings)
 
 
 def _only(mappings, host_id):
@@ -98,49 +97,19 @@ def _write_proc(pid, name, text):
         raise ExecError(f"write {name}: {errno_text(exc.errno)}") from None
 
 
-def _run_mapping_tool(tool, pid, mappings):
+def _run_mapping_tool(kind, pid, mappings):
     import shutil
     import subprocess
+    tool = f"new{kind}map"
     path = shutil.which(tool)
-    kind = tool[3:6]
     if path is None:
-        raise ExecError(f"write {kind}_map: permission denied: mapping more than our own "
-                        f"{kind} needs {tool} (Debian's uidmap package) and /etc/sub{kind}")
+        raise ExecError(f"write {kind}_map: mapping more than our own {kind} without "
+                        f"CAP_SET{kind.upper()} needs {tool} (Debian's uidmap) and /etc/sub{kind}")
     argv = [path, str(pid)]
     for m in mappings:
         argv += [str(m.container_id), str(m.host_id), str(m.size)]
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, check=False)
     if result.returncode != 0:
-        said = result.stdout.strip().replace("\n", "; ")
-        raise ExecError(f"{tool} {pid} {' '.join(argv[2:])}: {said or f'exit status {result.returncode}'}")
-
-
-def mapped_user_namespace(sys, uid_mappings, gid_mappings):
-    """A descriptor of a new user namespace with these mappings and no
-    process left in it (for MOUNT_ATTR_IDMAP)."""
-    ready_read, ready_write = os.pipe()
-    done_read, done_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(ready_read)
-            os.close(done_write)
-            sys.unshare(sc.CLONE_NEWUSER)
-            os.write(ready_write, b"1")
-            os.read(done_read, 1)  # until the runtime has the namespace open
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_write)
-    os.close(done_read)
-    try:
-        if os.read(ready_read, 1) != b"1":
-            raise ExecError("create a user namespace for an idmapped mount: unshare failed")
-        write_id_maps(pid, uid_mappings, gid_mappings)
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(ready_read)
-        os.close(done_write)
-        os.waitpid(pid, 0)
+        said = result.stdout.strip().replace("\n", "; ") or f"exit status {result.returncode}"
+        raise ExecError(f"{tool} {pid} {' '.join(argv[2:])}: {said}")

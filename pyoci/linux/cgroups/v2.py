@@ -3,8 +3,8 @@ import os
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, make_dir, pids_below, remove_dir,
-                                 wait_for, write_file)
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, make_dir, own_cgroups,
+                                 pids_below, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
@@ -48,7 +48,6 @@ class Manager:
         runtime's own when it was left out (rootless)."""
         if self.paths:
             return self.paths
-        from pyoci.linux.cgroups import own_cgroups
         return {UNIFIED_KEY: os.path.normpath(self.root + own_cgroups().get(UNIFIED_KEY, "/"))}
 
     def _leave_out(self, directory, exc):
