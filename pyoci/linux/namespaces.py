@@ -113,3 +113,33 @@ def _run_mapping_tool(kind, pid, mappings):
     if result.returncode != 0:
         said = result.stdout.strip().replace("\n", "; ") or f"exit status {result.returncode}"
         raise ExecError(f"{tool} {pid} {' '.join(argv[2:])}: {said}")
+
+
+def mapped_user_namespace(sys, uid_mappings, gid_mappings):
+    """A descriptor of a new user namespace with these mappings and no
+    process left in it (for MOUNT_ATTR_IDMAP)."""
+    ready_read, ready_write = os.pipe()
+    done_read, done_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_read)
+            os.close(done_write)
+            sys.unshare(sc.CLONE_NEWUSER)
+            os.write(ready_write, b"1")
+            os.read(done_read, 1)  # until the runtime has the namespace open
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_write)
+    os.close(done_read)
+    try:
+        if os.read(ready_read, 1) != b"1":
+            raise ExecError("create a user namespace for an idmapped mount: unshare failed")
+        write_id_maps(pid, uid_mappings, gid_mappings)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_read)
+        os.close(done_write)
+        os.waitpid(pid, 0)
