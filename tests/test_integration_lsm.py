@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.bundle import update_section
 from conformance.harness import (PYOCI, RUNC, WAIT_FOR_STOP, CommandFailed, LeakCheck, Probe,
                                  private_runtime)
 from pyoci.linux import lsm
@@ -59,18 +60,12 @@ def apparmor_profile(tmp_path_factory):
                    capture_output=True)
 
 
-def set_process(**values):
-    def mutate(config):
-        config["process"].update(values)
-    return mutate
-
-
 @needs_apparmor
 def test_apparmor_profile_confines_the_program(runtime, apparmor_profile, tmp_path):
     probe = Probe(runtime, tmp_path)
     script = ("cat /proc/self/attr/current; cat /secret/data || echo denied; cat /open/data\n"
               f"echo ran\n{WAIT_FOR_STOP}")
-    bundle = probe.bundle(script, set_process(apparmorProfile=apparmor_profile))
+    bundle = probe.bundle(script, update_section("process", apparmorProfile=apparmor_profile))
     for name in ("secret", "open"):
         (bundle / "rootfs" / name).mkdir()
         (bundle / "rootfs" / name / "data").write_text(f"{name} data\n")
@@ -154,9 +149,11 @@ def test_selinux_labels_the_program_its_exec_and_its_mounts(runtime, tmp_path):
 
 
 REFUSED_BY_THE_KERNEL = {
-    "apparmor": (lsm.apparmor_enabled, set_process(apparmorProfile="pyoci-no-such-profile"),
+    "apparmor": (lsm.apparmor_enabled,
+                 update_section("process", apparmorProfile="pyoci-no-such-profile"),
                  "apparmor"),
-    "selinux": (lsm.selinux_enabled, set_process(selinuxLabel="system_u:system_r:no_such_t:s0"),
+    "selinux": (lsm.selinux_enabled,
+                update_section("process", selinuxLabel="system_u:system_r:no_such_t:s0"),
                 "invalid argument"),
 }
 
@@ -175,14 +172,15 @@ def test_a_profile_or_label_the_kernel_refuses_fails_create(lsm_name, runtime, t
 
 
 LSM_FIELDS = {
-    "process.apparmorProfile": (set_process(apparmorProfile="docker-default"),
+    "process.apparmorProfile": (update_section("process", apparmorProfile="docker-default"),
                                 lsm.apparmor_enabled,
                                 "AppArmor is not enabled on this host (profile 'docker-default')"),
-    "process.selinuxLabel": (set_process(selinuxLabel="system_u:system_r:container_t:s0:c1,c2"),
+    "process.selinuxLabel": (update_section("process",
+                                            selinuxLabel="system_u:system_r:container_t:s0:c1,c2"),
                              lsm.selinux_enabled, lsm.SELINUX_DISABLED),
-    "linux.mountLabel": (lambda config: config["linux"].update(
-        mountLabel="system_u:object_r:container_file_t:s0:c1,c2"),
-        lsm.selinux_enabled, lsm.SELINUX_DISABLED),
+    "linux.mountLabel": (update_section("linux",
+                                        mountLabel="system_u:object_r:container_file_t:s0:c1,c2"),
+                         lsm.selinux_enabled, lsm.SELINUX_DISABLED),
 }
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import make_rootfs, read_config, write_config
-from conformance.harness import (RUNC, TIMEOUT_SCALE, WAIT_FOR_STOP, CommandFailed, Probe,
-                                 wait_until)
+from conformance.harness import (RUNC, TIMEOUT_SCALE, WAIT_FOR_STOP, CommandFailed, LeakCheck,
+                                 Probe, wait_until)
 
 pytestmark = pytest.mark.root
 
@@ -69,10 +69,6 @@ def probe_as(user, runtime, scratch):
         return made
     probe.bundle = bundle
     return probe
-
-
-def cgroup_dirs_named(name):
-    return [below for below, _, _ in os.walk(CGROUP) if os.path.basename(below) == name]
 
 
 def test_runs_as_the_user_with_its_state_in_its_runtime_dir(rootless_user, as_user, scratch):
@@ -153,10 +149,30 @@ def test_cgroup_the_user_may_not_use_is_left_out(rootless_user, as_user, scratch
     def cgroup_mount(config):
         config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup",
                                  "source": "cgroup", "options": ["ro", "nosuid", "nodev"]})
-    output = probe.run("ls /sys/fs/cgroup", both(rootless(rootless_user), cgroup_mount))
+    bundle = probe.bundle(f"ls /sys/fs/cgroup\necho ran\n{WAIT_FOR_STOP}",
+                          both(rootless(rootless_user), cgroup_mount))
+    container_id = as_user.new_id()
+    as_user.create(container_id, bundle)
+    as_user.start(container_id)
+    output = probe.wait_for_output(bundle, "ran")
     assert ("cgroup.procs" if UNIFIED else "pids") in output.split()
-    for container_id in as_user.container_ids:
-        assert not cgroup_dirs_named(container_id)
+    pid = as_user.state(container_id)["pid"]
+    assert container_id not in Path(f"/proc/{pid}/cgroup").read_text()
+    probe.stop_program(bundle)
+    as_user.wait_for_status(container_id, "stopped")
+    as_user.delete(container_id)
+
+
+def assert_refused_leaving_nothing(runtime, container_id, bundle, words, scratch):
+    leaks = LeakCheck(runtime, scratch)
+    try:
+        with pytest.raises(CommandFailed) as failed:
+            runtime.create(container_id, bundle)
+        assert words in str(failed.value)
+        assert not runtime.exists(container_id)
+        assert leaks.leftovers() == {}
+    finally:
+        leaks.close()
 
 
 def test_cgroup_limits_the_user_may_not_set_fail_in_one_line(rootless_user, as_user, scratch):
@@ -165,16 +181,10 @@ def test_cgroup_limits_the_user_may_not_set_fail_in_one_line(rootless_user, as_u
     def limited(config):
         config["linux"]["resources"] = {"pids": {"limit": 50}}
     bundle = probe.bundle("true", both(rootless(rootless_user), limited))
-    container_id = as_user.new_id()
-    with pytest.raises(CommandFailed) as failed:
-        as_user.create(container_id, bundle)
     expected = ("rootless needs no limits + no cgrouppath when no permission is granted for "
                 "cgroups" if UNIFIED else
                 "cannot set pids limit: container could not join or create cgroup")
-    assert expected in str(failed.value)
-    assert not as_user.exists(container_id)
-    assert not (as_user.root / container_id).exists()
-    assert not cgroup_dirs_named(container_id)
+    assert_refused_leaving_nothing(as_user, as_user.new_id(), bundle, expected, scratch)
 
 
 def test_cgroups_path_the_user_may_not_use_is_fatal(rootless_user, as_user, scratch):
@@ -184,11 +194,7 @@ def test_cgroups_path_the_user_may_not_use_is_fatal(rootless_user, as_user, scra
     def placed(config):
         config["linux"]["cgroupsPath"] = f"/{container_id}"
     bundle = probe.bundle("true", both(rootless(rootless_user), placed))
-    with pytest.raises(CommandFailed) as failed:
-        as_user.create(container_id, bundle)
-    assert "permission denied" in str(failed.value)
-    assert not as_user.exists(container_id)
-    assert not cgroup_dirs_named(container_id)
+    assert_refused_leaving_nothing(as_user, container_id, bundle, "permission denied", scratch)
 
 
 @pytest.fixture

@@ -108,8 +108,10 @@ class Manager:
         retry_period = None
         for controller, name, value in writes:
             directory = self.paths.get(controller)
+            # As runc: device rules are not expected to work rootless.
+            refusal_is_fine = controller == "devices" and self.rootless
             if directory is None:
-                if name in V1_OPTIONAL or (controller == "devices" and self.rootless):
+                if name in V1_OPTIONAL or refusal_is_fine:
                     continue
                 if controller in self.skipped:
                     raise ExecError(f"cannot set {controller} limit: container could not "
@@ -127,8 +129,8 @@ class Manager:
                     # parent's limit; the new quota comes next, then the period again.
                     retry_period = (directory, name, value)
                     continue
-                if controller == "devices" and self.rootless:
-                    continue  # as runc: device rules are not expected to work rootless
+                if refusal_is_fine:
+                    continue
                 _refuse_write(directory, name, value, exc)
             if name == "cpu.cfs_quota_us" and retry_period is not None:
                 try:
