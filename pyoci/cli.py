@@ -1,138 +1,306 @@
 """The runc-compatible command line: parse, dispatch, map errors to exit codes.
 
-Global flags come before the command, as with runc; both ``--flag value``
-and ``--flag=value`` work. Every failure is one line on stderr (and in the
---log file) and exit status 1.
+Global flags come before the command, as with runc. As Go's flag package
+parses them, a flag is ``--name`` or ``-name``, its value the next word or
+after ``=``, and a boolean flag may say ``--name=false``; ``--`` ends the
+flags. Every failure is one line on stderr (and in the --log file) and exit
+status 1.
+
+The parser is our own, a table and one loop: engines call the short
+commands (state, start, kill, delete) many times per container, and
+argparse with what it imports costs more than the whole of such a command.
 """
-import argparse
-import json
-import signal
 import sys
 
 from pyoci import log
 from pyoci.errors import ConfigError, PyociError, describe
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise PyociError(f"{self.prog}: {message}")
+BOOL, VALUE, INT, LIST = "bool", "value", "int", "list"
 
 
-class _Version(argparse.Action):
-    """runc's layout, one fact per line (argparse's version action reflows it)."""
+class Flag:
+    __slots__ = ("names", "dest", "kind", "default", "choices", "convert", "help")
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        from pyoci import OCI_VERSION, __version__
-        sys.stdout.write(f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
-                         f"python: {sys.version.split()[0]}\n")
-        parser.exit()
+    def __init__(self, *names, kind=VALUE, dest=None, default=None, choices=None, convert=None,
+                 help=None):
+        self.names = names
+        self.dest = dest or names[-1].lstrip("-").replace("-", "_")
+        self.kind = kind
+        self.default = [] if kind == LIST else (False if kind == BOOL else default)
+        self.choices = choices
+        self.convert = convert
+        self.help = help  # None: not shown by --help
+
+    def value(self, text, prog):
+        if self.kind == INT:
+            try:
+                return int(text)
+            except ValueError:
+                raise _usage(prog, f'invalid value "{text}" for flag {self.names[-1]}: '
+                             "not a number") from None
+        if self.choices and text not in self.choices:
+            raise _usage(prog, f'invalid value "{text}" for flag {self.names[-1]}: '
+                         f"one of {', '.join(self.choices)}")
+        return self.convert(text, self.names[-1], prog) if self.convert else text
 
 
-def _bool_or_auto(text):
+class Command:
+    """HELP, FLAGS, and positional NAMES; a name ending in "?" may be left out
+    (its default after "="), one ending in "..." takes every word left."""
+    __slots__ = ("help", "flags", "positionals")
+
+    def __init__(self, help_text, flags=(), positionals=("id",)):
+        self.help = help_text
+        self.flags = flags
+        self.positionals = positionals
+
+
+_GO_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_GO_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+def _go_bool(text, flag, prog):
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise _usage(prog, f'invalid boolean value "{text}" for flag {flag}')
+
+
+def _bool_or_auto(text, flag, prog):
     """runc's --rootless: Go's boolean spellings, or auto (None)."""
     if text == "auto":
         return None
-    if text in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if text in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise argparse.ArgumentTypeError(f'invalid --rootless value {text!r}: true, false or auto')
+    if text in _GO_TRUE or text in _GO_FALSE:
+        return text in _GO_TRUE
+    raise _usage(prog, f"invalid {flag} value {text!r}: true, false or auto")
 
 
-def _build_parser():
-    from pyoci.state import default_root
-    parser = _Parser(prog="pyoci", description="OCI runtime (runc-compatible)")
-    parser.add_argument("-v", "--version", action=_Version, nargs=0,
-                        help="print the version and exit")
-    parser.add_argument("--root", default=default_root(), help="state directory root")
-    parser.add_argument("--log", default=None, help="log file")
-    parser.add_argument("--log-format", default="text", choices=("text", "json"))
-    parser.add_argument("--debug", action="store_true")
-    parser.add_argument("--systemd-cgroup", action="store_true",
-                        help="let systemd make the cgroups: a transient scope per container")
-    parser.add_argument("--rootless", default=None, type=_bool_or_auto, metavar="true|false|auto",
-                        help="cgroups the runtime may not use are left out (auto: when not "
-                        "root, or root of a user namespace)")
-    parser.add_argument("--criu", default=None, help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
+GLOBAL_FLAGS = (
+    Flag("--root", help="state directory root (default /run/pyoci; not root: "
+         "$XDG_RUNTIME_DIR/pyoci)"),
+    Flag("--log", help="log file (default: stderr)"),
+    Flag("--log-format", default="text", choices=("text", "json"), help="text or json"),
+    Flag("--debug", kind=BOOL, help="log what is done, step by step"),
+    Flag("--systemd-cgroup", kind=BOOL,
+         help="let systemd make the cgroups: a transient scope per container"),
+    Flag("--rootless", convert=_bool_or_auto,
+         help="true|false|auto: leave out the cgroups the runtime may not use "
+         "(auto: when not root, or root of a user namespace)"),
+    Flag("--criu"),
+)
 
-    def command(name, help_text):
-        return commands.add_parser(name, help=help_text, description=help_text)
+CREATE_FLAGS = (
+    Flag("-b", "--bundle", default=".", help="the bundle directory (default: .)"),
+    Flag("--pid-file", help="write the container process's pid here"),
+    Flag("--console-socket", help="a unix socket to send the terminal's master fd to"),
+    Flag("--pidfd-socket", help="a unix socket to send the container process's pidfd to"),
+    Flag("--no-pivot", kind=BOOL, help="chroot instead of pivot_root"),
+    Flag("--no-new-keyring", kind=BOOL, help="keep the caller's session keyring"),
+    Flag("--preserve-fds", kind=INT, default=0, help="pass fds 3 to 3+N-1 on"),
+)
+FORMAT = Flag("-f", "--format", default="table", choices=("table", "json"), help="table or json")
 
-    def add_create_flags(sub):
-        sub.add_argument("-b", "--bundle", default=".")
-        sub.add_argument("--pid-file")
-        sub.add_argument("--console-socket")
-        sub.add_argument("--pidfd-socket", help="a unix socket to send the container "
-                         "process's pidfd to")
-        sub.add_argument("--no-pivot", action="store_true")
-        sub.add_argument("--no-new-keyring", action="store_true")
-        sub.add_argument("--preserve-fds", type=int, default=0)
-        sub.add_argument("id")
 
-    add_create_flags(command("create", "create a container"))
-    run = command("run", "create and start a container")
-    add_create_flags(run)
-    run.add_argument("-d", "--detach", action="store_true")
-    run.add_argument("--keep", action="store_true", help="keep the container after it exits")
-    command("start", "start a created container").add_argument("id")
-    command("state", "print a container's state").add_argument("id")
-    kill = command("kill", "send a signal to a container's init")
-    kill.add_argument("-a", "--all", action="store_true")
-    kill.add_argument("id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM")
-    delete = command("delete", "delete a container")
-    delete.add_argument("-f", "--force", action="store_true")
-    delete.add_argument("id")
-    listing = command("list", "list containers")
-    listing.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    listing.add_argument("-q", "--quiet", action="store_true")
-    spec = command("spec", "write a default config.json")
-    spec.add_argument("-b", "--bundle", default=".")
-    spec.add_argument("--rootless", action="store_true")
-    command("features", "print the features this runtime supports")
-    command("pause", "freeze every process of a container").add_argument("id")
-    command("resume", "thaw a paused container").add_argument("id")
-    ps = command("ps", "list the processes of a container")
-    ps.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    ps.add_argument("id")
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER, help="options for ps(1)")
-    update = command("update", "change a container's resource limits")
-    update.add_argument("-r", "--resources", help="LinuxResources JSON file, or - for stdin")
-    from pyoci.control import UPDATE_FLAGS
-    for name in UPDATE_FLAGS:
-        update.add_argument("--" + name.replace("_", "-"), dest=name)
-    update.add_argument("--cpu-shares", dest="cpu_share", help=argparse.SUPPRESS)
-    for name in ("--l3-cache-schema", "--mem-bw-schema"):  # Intel RDT, refused
-        update.add_argument(name)
-    update.add_argument("id")
-    events = command("events", "print a container's stats and OOM events")
-    events.add_argument("--stats", action="store_true", help="one stats line, then exit")
-    events.add_argument("--interval", default="5s")
-    events.add_argument("id")
-    execute = command("exec", "run another process in a running container")
-    execute.add_argument("-p", "--process", help="a runtime-spec process JSON file")
-    execute.add_argument("-t", "--tty", action="store_true")
-    execute.add_argument("-d", "--detach", action="store_true")
-    execute.add_argument("--pid-file")
-    execute.add_argument("--console-socket")
-    execute.add_argument("--pidfd-socket", help="a unix socket to send the process's pidfd to")
-    execute.add_argument("--cwd")
-    execute.add_argument("-e", "--env", action="append", default=[])
-    execute.add_argument("-u", "--user", help="UID[:GID]")
-    execute.add_argument("-g", "--additional-gids", action="append", default=[])
-    execute.add_argument("-c", "--cap", action="append", default=[])
-    execute.add_argument("--no-new-privs", action="store_true")
-    execute.add_argument("-a", "--apparmor")
-    execute.add_argument("--process-label")
-    execute.add_argument("--preserve-fds", type=int, default=0)
-    execute.add_argument("--cgroup", action="append", default=[],
-                         help="[CONTROLLER[,CONTROLLER]:]PATH: an existing sub-cgroup to run in")
-    execute.add_argument("--ignore-paused", action="store_true")
-    execute.add_argument("id")
-    execute.add_argument("program", nargs=argparse.REMAINDER, help="COMMAND [ARGS...]")
-    return parser
+def _update_flags():
+    from pyoci.control import UPDATE_FLAGS  # only update pays for importing control
+    return (Flag("-r", "--resources", help="LinuxResources JSON file, or - for stdin"),
+            *(Flag("--" + name.replace("_", "-"), help="as runc's") for name in UPDATE_FLAGS),
+            Flag("--cpu-shares", dest="cpu_share"),
+            Flag("--l3-cache-schema", help="Intel RDT: refused"),
+            Flag("--mem-bw-schema", help="Intel RDT: refused"))
+
+
+COMMANDS = {
+    "create": Command("create a container", CREATE_FLAGS),
+    "run": Command("create and start a container", (
+        *CREATE_FLAGS, Flag("-d", "--detach", kind=BOOL, help="do not wait for the container"),
+        Flag("--keep", kind=BOOL, help="keep the container after it exits"))),
+    "start": Command("start a created container"),
+    "state": Command("print a container's state"),
+    "kill": Command("send a signal to a container's init", (
+        Flag("-a", "--all", kind=BOOL, help="to every process of the container"),),
+        ("id", "signal?=SIGTERM")),
+    "delete": Command("delete a container", (
+        Flag("-f", "--force", kind=BOOL, help="kill it first if it is running"),)),
+    "list": Command("list containers", (
+        FORMAT, Flag("-q", "--quiet", kind=BOOL, help="ids only")), ()),
+    "spec": Command("write a default config.json", (
+        Flag("-b", "--bundle", default=".", help="where (default: .)"),
+        Flag("--rootless", kind=BOOL, help="for a rootless container")), ()),
+    "features": Command("print the features this runtime supports", (), ()),
+    "pause": Command("freeze every process of a container"),
+    "resume": Command("thaw a paused container"),
+    "ps": Command("list the processes of a container", (FORMAT,), ("id", "ps_args...")),
+    "update": Command("change a container's resource limits", _update_flags),
+    "events": Command("print a container's stats and OOM events", (
+        Flag("--stats", kind=BOOL, help="one stats line, then exit"),
+        Flag("--interval", default="5s", help="between stats lines (default 5s)"))),
+    "exec": Command("run another process in a running container", (
+        Flag("-p", "--process", help="a runtime-spec process JSON file"),
+        Flag("-t", "--tty", kind=BOOL, help="give the process a terminal"),
+        Flag("-d", "--detach", kind=BOOL, help="do not wait for the process"),
+        Flag("--pid-file", help="write the process's pid here"),
+        Flag("--console-socket", help="a unix socket to send the terminal's master fd to"),
+        Flag("--pidfd-socket", help="a unix socket to send the process's pidfd to"),
+        Flag("--cwd", help="working directory"),
+        Flag("-e", "--env", kind=LIST, help="NAME=VALUE, repeatable"),
+        Flag("-u", "--user", help="UID[:GID]"),
+        Flag("-g", "--additional-gids", kind=LIST, help="GID, repeatable"),
+        Flag("-c", "--cap", kind=LIST, help="a capability to add, repeatable"),
+        Flag("--no-new-privs", kind=BOOL, help="set no_new_privs"),
+        Flag("-a", "--apparmor", help="AppArmor profile"),
+        Flag("--process-label", help="SELinux label"),
+        Flag("--preserve-fds", kind=INT, default=0, help="pass fds 3 to 3+N-1 on"),
+        Flag("--cgroup", kind=LIST,
+             help="[CONTROLLER[,CONTROLLER]:]PATH: an existing sub-cgroup to run in"),
+        Flag("--ignore-paused", kind=BOOL, help="exec even if the container is paused")),
+        ("id", "program...")),
+}
+
+
+class Arguments:
+    """The parsed command line: one attribute per flag and positional."""
+
+    def __init__(self, command=None):
+        self.command = command
+
+
+class _Done(Exception):
+    """--help or --version has printed what was asked."""
+
+
+def _usage(prog, message):
+    return PyociError(f"{prog}: {message}")
+
+
+def parse(argv):
+    """ARGV (without the program name) to Arguments; a PyociError if malformed."""
+    args = Arguments()
+    index = _parse_flags(argv, 0, GLOBAL_FLAGS, args, "pyoci", top_level=True)
+    if index == len(argv):
+        raise _usage("pyoci", "no command given (pyoci --help lists them)")
+    args.command = name = argv[index]
+    command = COMMANDS.get(name)
+    if command is None:
+        raise _usage("pyoci", f"no such command: {name}")
+    flags = command.flags() if callable(command.flags) else command.flags
+    prog = f"pyoci {name}"
+    words = []
+    takes_rest = command.positionals[-1:] != () and command.positionals[-1].endswith("...")
+    rest_starts = len(command.positionals) - 1
+    index += 1
+    while index < len(argv):
+        word = argv[index]
+        if takes_rest and len(words) >= rest_starts:
+            words.extend(argv[index:])  # the program and its arguments, as given
+            break
+        if word == "--":
+            words.extend(argv[index + 1:])
+            break
+        if word.startswith("-") and word != "-":
+            if word in ("-h", "--help"):
+                sys.stdout.write(_command_help(name, command, flags))
+                raise _Done
+            index = _parse_flag(argv, index, flags, args, prog)
+        else:
+            words.append(word)
+            index += 1
+    _fill_positionals(command.positionals, words, args, prog)
+    for flag in flags:
+        if not hasattr(args, flag.dest):
+            setattr(args, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
+    return args
+
+
+def _parse_flags(argv, index, flags, args, prog, top_level=False):
+    """The global flags, up to the command's name."""
+    for flag in flags:
+        setattr(args, flag.dest, flag.default)
+    while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
+        word = argv[index]
+        if word == "--":
+            return index + 1
+        if top_level and word in ("-h", "--help"):
+            sys.stdout.write(_top_help())
+            raise _Done
+        if top_level and word in ("-v", "--version"):
+            from pyoci import OCI_VERSION, __version__
+            sys.stdout.write(f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
+                             f"python: {sys.version.split()[0]}\n")
+            raise _Done
+        index = _parse_flag(argv, index, flags, args, prog)
+    return index
+
+
+def _parse_flag(argv, index, flags, args, prog):
+    """Take the flag at ARGV[INDEX] (and its value); the index after them."""
+    word = argv[index]
+    name, equals, text = word.lstrip("-").partition("=")
+    dashes = "--" if len(name) > 1 else "-"
+    flag = next((f for f in flags if dashes + name in f.names
+                 or "-" + name in f.names or "--" + name in f.names), None)
+    if flag is None or word.startswith("---"):
+        raise _usage(prog, f"flag provided but not defined: {word.partition('=')[0]}")
+    if flag.kind == BOOL:
+        setattr(args, flag.dest, _go_bool(text, flag.names[-1], prog) if equals else True)
+        return index + 1
+    if not equals:
+        if index + 1 >= len(argv):
+            raise _usage(prog, f"flag needs an argument: {word}")
+        index += 1
+        text = argv[index]
+    if flag.kind == LIST:
+        values = getattr(args, flag.dest, None)
+        if values is None:
+            values = []
+            setattr(args, flag.dest, values)
+        values.append(text)
+    else:
+        setattr(args, flag.dest, flag.value(text, prog))
+    return index + 1
+
+
+def _fill_positionals(positionals, words, args, prog):
+    for position, spec in enumerate(positionals):
+        if spec.endswith("..."):
+            setattr(args, spec[:-3], words[position:])
+            return
+        name, optional, default = spec.partition("?=")
+        if position < len(words):
+            setattr(args, name, words[position])
+        elif optional:
+            setattr(args, name, default)
+        else:
+            raise _usage(prog, f"missing the container {name.replace('_', ' ')}"
+                         if name == "id" else f"missing {name}")
+    if len(words) > len(positionals):
+        raise _usage(prog, f"unexpected argument: {words[len(positionals)]}")
+
+
+def _flag_lines(flags):
+    lines = []
+    for flag in flags:
+        if flag.help is not None:
+            takes = "" if flag.kind == BOOL else " VALUE"
+            lines.append(f"  {', '.join(flag.names) + takes:<30} {flag.help}\n")
+    return "".join(lines)
+
+
+def _top_help():
+    commands = "".join(f"  {name:<10} {command.help}\n" for name, command in COMMANDS.items())
+    return ("usage: pyoci [GLOBAL FLAGS] COMMAND [FLAGS] [ARGS]\n\n"
+            "OCI runtime (runc-compatible)\n\ncommands:\n" + commands
+            + "\nglobal flags:\n  -h, --help" + " " * 21 + "this help\n"
+            "  -v, --version" + " " * 18 + "print the version and exit\n"
+            + _flag_lines(GLOBAL_FLAGS) + "\npyoci COMMAND --help: that command's flags\n")
+
+
+def _command_help(name, command, flags):
+    words = " ".join(p.partition("?")[0].replace("...", " ...").upper()
+                     for p in command.positionals)
+    return (f"usage: pyoci {name} [FLAGS] {words}\n\n{command.help}\n"
+            + (f"\nflags:\n{_flag_lines(flags)}" if flags else ""))
 
 
 def _create_options(args):
@@ -144,8 +312,9 @@ def _create_options(args):
                          systemd_cgroup=args.systemd_cgroup, rootless=args.rootless)
 
 
-def _print_json(value, indent=2):
-    sys.stdout.write(json.dumps(value, indent=indent) + "\n")
+def _print_json(value, indent=None):
+    from pyoci import jsontext
+    sys.stdout.write(jsontext.dumps(value, indent) + "\n")
 
 
 def cmd_create(args):
@@ -165,8 +334,8 @@ def cmd_start(args):
 
 
 def cmd_state(args):
-    from pyoci import lifecycle
-    _print_json(lifecycle.container_state(args.root, args.id))
+    from pyoci.state import Container
+    _print_json(Container(args.root, args.id).load().oci_state(), indent=2)
 
 
 def cmd_kill(args):
@@ -180,13 +349,12 @@ def cmd_delete(args):
 
 
 def cmd_list(args):
-    from pyoci import lifecycle
-    states = lifecycle.list_states(args.root)
+    from pyoci.state import list_states
+    states = list_states(args.root)
     if args.quiet:
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif args.format == "json":
-        # runc prints a Go nil slice, null, when there are no containers.
-        sys.stdout.write(json.dumps(states or None, separators=(",", ":")) + "\n")
+        _print_json(states or None)  # runc prints a Go nil slice, null, when there are none
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
@@ -237,7 +405,7 @@ def cmd_ps(args):
     from pyoci import control
     pids = control.pids(args.root, args.id)
     if args.format == "json":
-        sys.stdout.write(json.dumps(pids, separators=(",", ":")) + "\n")
+        _print_json(pids)
     else:
         sys.stdout.write(control.ps_table(pids, args.ps_args))
 
@@ -263,15 +431,20 @@ def cmd_features(_args):
 
 
 def main(argv=None):
+    import _signal
     argv = sys.argv[1:] if argv is None else argv
     # An inherited SIG_IGN for SIGCHLD would make the kernel reap our children
     # before we can wait for them.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     try:
-        args = _build_parser().parse_args(argv)
+        args = parse(argv)
         log.configure(args.log, args.log_format, args.debug)
-        handler = globals()["cmd_" + args.command]
-        status = handler(args)
+        if args.root is None:
+            from pyoci.state import default_root
+            args.root = default_root()
+        status = globals()["cmd_" + args.command](args)
+    except _Done:
+        return 0
     except PyociError as exc:
         log.error(str(exc))
         return exc.exit_code

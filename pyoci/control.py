@@ -1,8 +1,7 @@
 """Commands on a container's cgroups: pause, resume, ps, update, events."""
-import json
 import sys
 
-from pyoci import state
+from pyoci import jsontext, state
 from pyoci.errors import ConfigError, ContainerError
 from pyoci.linux import cgroups
 from pyoci.state import Container
@@ -105,10 +104,10 @@ def update(root, container_id, resources_source, flags):
     if resources_source:
         try:
             if resources_source == "-":
-                resources = json.load(sys.stdin)
+                resources = jsontext.loads(sys.stdin.read())
             else:
                 with open(resources_source) as f:
-                    resources = json.load(f)
+                    resources = jsontext.loads(f.read())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--resources {resources_source}: {exc}") from None
     for name, text in flags.items():
@@ -153,7 +152,7 @@ def _remember(container, resources):
             current[section].update(values)
         else:
             current[section] = values
-    state.write_atomic(container.config_file, json.dumps(raw).encode(), 0o600)
+    state.write_atomic(container.config_file, jsontext.dumps(raw).encode(), 0o600)
 
 
 def stats_event(container):
@@ -169,23 +168,20 @@ def events(root, container_id, interval, stats_only, out=sys.stdout):
     if container.status() == state.STOPPED:
         raise ContainerError("container not running")
     if stats_only:
-        out.write(_compact(stats_event(container)) + "\n")
+        # Compact, as Go's encoder writes it: engines parse it line by line.
+        out.write(jsontext.dumps(stats_event(container)) + "\n")
         return
     paths = container.record["cgroup_paths"]
     seen_ooms = oom_kills(paths)
     while container.status() != state.STOPPED:
         ooms = oom_kills(paths)
         if ooms > seen_ooms:
-            out.write(_compact({"type": "oom", "id": container.id}) + "\n")
+            out.write(jsontext.dumps({"type": "oom", "id": container.id}) + "\n")
             seen_ooms = ooms
-        out.write(_compact(stats_event(container)) + "\n")
+        # Compact, as Go's encoder writes it: engines parse it line by line.
+        out.write(jsontext.dumps(stats_event(container)) + "\n")
         out.flush()
         time.sleep(interval)
-
-
-def _compact(value):
-    """JSON as Go's encoder writes it, which engines parse line by line."""
-    return json.dumps(value, separators=(",", ":"))
 
 
 def parse_interval(text):

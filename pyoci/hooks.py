@@ -1,9 +1,8 @@
 """Running lifecycle hooks: state JSON on stdin, args, env, timeout."""
-import json
+import _signal
 import os
-import signal
 
-from pyoci import log
+from pyoci import jsontext, log
 from pyoci.errors import HookError, errno_text
 
 
@@ -41,9 +40,9 @@ def run_one(hook, index, state, phase, cwd=None, env=None):
     except OSError as exc:
         raise HookError(f"{what}: exec {hook.path}: {errno_text(exc.errno)}") from None
     try:
-        stdout, stderr = child.communicate(json.dumps(state).encode(), timeout=hook.timeout)
+        stdout, stderr = child.communicate(jsontext.dumps(state).encode(), timeout=hook.timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
+        os.killpg(child.pid, _signal.SIGKILL)
         child.communicate()
         raise HookError(f"{what}: hook ran past specified timeout of {hook.timeout:.1f}s") from None
     if child.returncode != 0:
@@ -53,6 +52,7 @@ def run_one(hook, index, state, phase, cwd=None, env=None):
 
 def _exit_text(returncode):
     if returncode < 0:
+        import signal  # its names, for a hook that failed
         return f"signal: {signal.Signals(-returncode).name}"
     return f"exit status {returncode}"
 

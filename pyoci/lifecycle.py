@@ -4,12 +4,10 @@ Every step of create has an undo, and state.json records what is needed to
 undo it (init's pid, the cgroup paths) before the step is taken, so a
 failure undoes it here and a crash is undone by ``delete --force``.
 """
-import contextlib
-import json
+import _signal  # not `signal`: its enums cost a short command 5 ms of imports
 import os
-import signal
 
-from pyoci import hooks, log, sdnotify, state
+from pyoci import hooks, jsontext, log, sdnotify, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
 from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
@@ -71,7 +69,7 @@ def create(root, container_id, options):
             sdnotify.prepare(config, container.dir)
         container.save()
         # exec needs the config as created, whatever happens to the bundle later.
-        state.write_atomic(container.config_file, json.dumps(raw_config).encode(), 0o600)
+        state.write_atomic(container.config_file, jsontext.dumps(raw_config).encode(), 0o600)
         container.record["cgroup_owned"] = manager.create()
         container.save()
         os.mkfifo(container.fifo)
@@ -183,8 +181,11 @@ def _later_hooks(config):
 
 
 def _hooks_from_record(container, phase):
+    raws = (container.record.get("hooks") or {}).get(phase)
+    if not raws:
+        return []
     from pyoci.spec import Hook
-    return [Hook(raw) for raw in (container.record.get("hooks") or {}).get(phase, ())]
+    return [Hook(raw) for raw in raws]
 
 
 def _record_pid(container, pid):
@@ -297,7 +298,7 @@ def _release_and_run_poststart(container, hooks_cwd):
     try:
         _release_fifo(container)
     except ExecError:
-        _signal_init(container, signal.SIGKILL)
+        _signal_init(container, _signal.SIGKILL)
         raise
     except HookError:
         # A failed startContainer or poststart hook: the spec goes on to
@@ -356,14 +357,14 @@ def parse_signal(text):
     (0 too: kill(2)'s check that the process exists)."""
     if text.isascii() and text.isdigit():
         number = int(text)
-        if 0 <= number < signal.NSIG:
+        if 0 <= number < _signal.NSIG:
             return number
     else:
         name = text.upper()
         name = name if name.startswith("SIG") else "SIG" + name
-        number = getattr(signal, name, None)
-        if isinstance(number, signal.Signals):
-            return int(number)
+        number = getattr(_signal, name, None)
+        if isinstance(number, int) and not name.startswith("SIG_"):
+            return number
     raise ContainerError(f"unknown signal {text!r}")
 
 
@@ -393,7 +394,7 @@ def _signal_init(container, signum, wait=False):
     try:
         if not procfs.is_alive(pid, container.record["pid_start_time"]):
             return False
-        signal.pidfd_send_signal(pidfd, signum)
+        _signal.pidfd_send_signal(pidfd, signum)
         if wait:
             _wait_pidfd(pidfd)
         return True
@@ -425,7 +426,7 @@ def _delete(container, force, hooks_cwd=None):
     if paths:
         _kill_cgroup_and_remove(cgroups.from_record(container.record), container.record)
     if status != state.STOPPED:
-        _signal_init(container, signal.SIGKILL, wait=True)
+        _signal_init(container, _signal.SIGKILL, wait=True)
     container.remove_dir()
     _run_poststop(container, hooks_cwd)
 
@@ -458,12 +459,21 @@ def _signal_cgroup(record, signum):
         pass  # no freezer, or the cgroup went meanwhile: signal unfrozen
     try:
         for pidfd in _container_pidfds(manager, record):
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signum)
+            _send(pidfd, signum)
             os.close(pidfd)
     finally:
-        with contextlib.suppress(ExecError, OSError):
+        try:
             manager.freeze(False)
+        except (ExecError, OSError):
+            pass
+
+
+def _send(pidfd, signum):
+    """Signal the process of PIDFD, which may have exited meanwhile."""
+    try:
+        _signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _container_pidfds(manager, record):
@@ -490,8 +500,7 @@ def _kill_cgroup_and_remove(manager, record):
     remove the cgroup directories create made."""
     pidfds = []
     for pidfd in _container_pidfds(manager, record):
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _send(pidfd, _signal.SIGKILL)
         pidfds.append(pidfd)
     for pidfd in pidfds:
         _wait_pidfd(pidfd)
@@ -511,7 +520,7 @@ def run(root, container_id, options, detach=False, keep=False):
     master = container.terminal_master
     if not detach:
         # Before start: a signal must never find us without a handler once the program runs.
-        forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
+        forward_signals(pid, (_signal.SIGWINCH,) if master is not None else ())
     # runc runs in the bundle: so does the poststop hook of its end.
     try:
         _start(container, hooks_cwd=options.bundle)
@@ -540,10 +549,10 @@ def forward_signals(pid, handled_here=()):
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
-    for signum in signal.valid_signals():
-        if signum not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, *handled_here):
+    for signum in _signal.valid_signals():
+        if signum not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, *handled_here):
             try:
-                signal.signal(signum, forward)
+                _signal.signal(signum, forward)
             except (OSError, ValueError):
                 pass
 
@@ -559,24 +568,10 @@ def wait_for(pid):
     return os.WEXITSTATUS(status)
 
 
-def container_state(root, container_id):
-    return Container(root, container_id).load().oci_state()
-
-
-def list_states(root):
-    result = []
-    for container_id in state.list_ids(root):
-        try:
-            result.append(Container(root, container_id).load().oci_state())
-        except (ContainerError, OSError, ValueError):
-            continue
-    return result
-
-
 def write_default_spec(bundle, rootless):
     from pyoci.spec import default_config
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise ExecError("File config.json exists. Remove it first.")
     with open(path, "w") as f:
-        json.dump(default_config(rootless), f, indent="\t")
+        f.write(jsontext.dumps(default_config(rootless), indent="\t"))

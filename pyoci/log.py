@@ -4,10 +4,11 @@ JSON lines are ``{"level","msg","time"}`` (containerd's shim reads the last
 ``"level":"error"`` line of its log.json); text lines are logrus's
 ``time="..." level=error msg="..."``. Without --log, lines go to stderr.
 """
-import json
 import os
 import sys
 import time
+
+from pyoci import jsontext
 
 _path = None
 _format = "text"
@@ -50,9 +51,8 @@ def _timestamp():
 
 def _line(level, message):
     if _format == "json":
-        return json.dumps({"level": level, "msg": message, "time": _timestamp()},
-                          separators=(",", ":")) + "\n"
-    return f'time="{_timestamp()}" level={level} msg={json.dumps(message)}\n'
+        return jsontext.dumps({"level": level, "msg": message, "time": _timestamp()}) + "\n"
+    return f'time="{_timestamp()}" level={level} msg={jsontext.dumps(message)}\n'
 
 
 def _emit(level, message):

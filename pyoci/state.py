@@ -12,12 +12,10 @@ init process is gone, a zombie, or a different process with the same pid
 (start time differs); ``created`` while exec.fifo exists; ``running`` after.
 """
 import fcntl
-import json
 import os
-import re
 import time
 
-from pyoci import OCI_VERSION
+from pyoci import OCI_VERSION, jsontext
 from pyoci.errors import ContainerError
 from pyoci.linux import procfs
 
@@ -40,7 +38,7 @@ def _runtime_dir_is_ours():
     return procfs.in_user_namespace() and os.environ.get("USER") != "root"
 
 
-_VALID_ID = re.compile(r"[\w+\-.]+", re.ASCII)
+_ID_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-."
 
 CREATING = "creating"
 CREATED = "created"
@@ -50,7 +48,7 @@ PAUSED = "paused"
 
 
 def validate_id(container_id):
-    if container_id in (".", "..") or not _VALID_ID.fullmatch(container_id):
+    if container_id in (".", "..") or not container_id or container_id.strip(_ID_CHARACTERS):
         raise ContainerError(f"invalid container ID format: {container_id}")
 
 
@@ -112,7 +110,7 @@ class Container:
         """The config.json the container was created from: (spec.Config, raw dict)."""
         from pyoci.spec import Config
         with open(self.config_file, "rb") as f:
-            raw = json.load(f)
+            raw = jsontext.loads(f.read())
         return Config(raw, self.record["bundle"]), raw
 
     @property
@@ -145,13 +143,13 @@ class Container:
 
     # ---- the record -------------------------------------------------------
     def save(self):
-        write_atomic(self.state_file, json.dumps(self.record).encode(), 0o600)
+        write_atomic(self.state_file, jsontext.dumps(self.record).encode(), 0o600)
 
     def load(self):
         """Read the record; a missing container is a ContainerError."""
         try:
             with open(self.state_file, "rb") as f:
-                self.record = json.load(f)
+                self.record = jsontext.loads(f.read())
         except FileNotFoundError:
             if os.path.isdir(self.dir):
                 # create died before it recorded anything: only delete -f applies.
@@ -216,3 +214,14 @@ def list_ids(root):
                       if os.path.isdir(os.path.join(root, entry)))
     except FileNotFoundError:
         return []
+
+
+def list_states(root):
+    """The state of every container under ROOT whose record can be read."""
+    result = []
+    for container_id in list_ids(root):
+        try:
+            result.append(Container(root, container_id).load().oci_state())
+        except (ContainerError, OSError, ValueError):
+            continue
+    return result

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pyoci.errors import ExecError
-from pyoci.linux import cgroups, mounts
+from pyoci.linux import cgroups, procfs
 from pyoci.linux.cgroups import (HYBRID, LEGACY, UNIFIED, UNIFIED_KEY, container_cgroup,
                                  detect_mode, from_paths)
 from pyoci.linux.cgroups import v1, v2
@@ -114,13 +114,13 @@ class TestDetectMode:
 @pytest.fixture
 def fake_files(monkeypatch, tmp_path):
     """Redirect the cgroups modules' open() of fixed /proc paths to files we
-    write (and mounts', whose mount_table reads mountinfo for them)."""
+    write (and procfs', whose mount_table reads mountinfo for them)."""
     redirects = {}
 
     def fake_open(path, *args, **kwargs):
         return builtins.open(redirects.get(path, path), *args, **kwargs)
 
-    for module in (cgroups, v1, v2, mounts):
+    for module in (cgroups, v1, v2, procfs):
         monkeypatch.setattr(module, "open", fake_open, raising=False)
 
     def redirect(real_path, content):

@@ -284,7 +284,7 @@ def test_compat_flags_accepted(capsys, root):
                                              ("f", False)])
 def test_rootless_flag_takes_gos_booleans(monkeypatch, value, rootless):
     from pyoci import cli
-    args = cli._build_parser().parse_args(["--rootless", value, "create", "x"])
+    args = cli.parse(["--rootless", value, "create", "x"])
     assert args.rootless is rootless
     assert cli._create_options(args).rootless is rootless
 
@@ -292,7 +292,7 @@ def test_rootless_flag_takes_gos_booleans(monkeypatch, value, rootless):
 def test_rootless_auto_is_rootless_only_off_the_hosts_root(monkeypatch):
     from pyoci import cli, lifecycle
     from pyoci.linux import procfs
-    args = cli._build_parser().parse_args(["create", "x"])
+    args = cli.parse(["create", "x"])
     assert args.rootless is None
     for euid, in_userns, systemd, expected in ((0, False, False, False), (1000, False, False, True),
                                                (0, True, False, True), (1000, False, True, False)):
@@ -354,3 +354,76 @@ def test_update_takes_runcs_flag_names(capsys, root, monkeypatch):
 def test_update_refuses_intel_rdt_schemas(capsys, root, flag):
     status, _, err = run(capsys, "--root", root, "update", flag, "L3:0=f", "c")
     assert status == 1 and one_line(err) == f"{flag}: Intel RDT is not supported"
+
+
+# ------------------------------------------------------------- the parser
+def test_flags_as_gos_flag_package_takes_them():
+    from pyoci.cli import parse
+    for argv in (["--bundle", "/b", "x"], ["--bundle=/b", "x"], ["-b", "/b", "x"],
+                 ["-bundle", "/b", "x"], ["-b=/b", "x"], ["x", "--bundle", "/b"]):
+        args = parse(["create", *argv])
+        assert (args.bundle, args.id) == ("/b", "x"), argv
+    args = parse(["--root=/r", "--debug", "--log-format=json", "run", "--detach=false",
+                  "--preserve-fds=2", "-d", "x"])
+    assert (args.root, args.debug, args.log_format) == ("/r", True, "json")
+    assert (args.detach, args.preserve_fds, args.keep) == (True, 2, False)
+    assert parse(["run", "--detach=false", "x"]).detach is False
+
+
+def test_defaults_of_every_flag():
+    from pyoci.cli import parse
+    args = parse(["exec", "x", "true"])
+    assert (args.env, args.cap, args.cgroup, args.additional_gids) == ([], [], [], [])
+    assert (args.tty, args.detach, args.preserve_fds, args.cwd) == (False, False, 0, None)
+    args = parse(["kill", "x"])
+    assert (args.signal, args.all) == ("SIGTERM", False)
+    assert parse(["list"]).format == "table"
+    assert parse(["state", "x"]).root is None  # main() picks the default root
+
+
+def test_exec_and_ps_pass_what_follows_the_id_on():
+    from pyoci.cli import parse
+    args = parse(["exec", "-e", "A=1", "--env=B=2", "-t", "x", "sh", "-c", "echo --tty"])
+    assert (args.id, args.program, args.env, args.tty) == (
+        "x", ["sh", "-c", "echo --tty"], ["A=1", "B=2"], True)
+    assert parse(["exec", "x", "--", "ls"]).program == ["--", "ls"]
+    assert parse(["exec", "--", "x", "ls"]).program == ["ls"]
+    assert parse(["ps", "x", "-e", "-o", "pid"]).ps_args == ["-e", "-o", "pid"]
+    assert parse(["ps", "-f", "json", "x"]).format == "json"
+
+
+def test_update_flags_come_from_control():
+    from pyoci.cli import parse
+    from pyoci.control import UPDATE_FLAGS
+    args = parse(["update", "--memory", "1M", "--pids-limit=5", "x"])
+    assert (args.memory, args.pids_limit, args.cpu_quota) == ("1M", "5", None)
+    assert set(UPDATE_FLAGS) <= set(vars(args))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["delete", "--bogus", "x"], "pyoci delete: flag provided but not defined: --bogus"),
+    (["create", "--bundle"], "pyoci create: flag needs an argument: --bundle"),
+    (["run", "--detach=maybe", "x"],
+     'pyoci run: invalid boolean value "maybe" for flag --detach'),
+    (["create", "--preserve-fds", "many", "x"],
+     'pyoci create: invalid value "many" for flag --preserve-fds: not a number'),
+    (["state"], "pyoci state: missing the container id"),
+    (["state", "a", "b"], "pyoci state: unexpected argument: b"),
+    (["bogus"], "pyoci: no such command: bogus"),
+    ([], "pyoci: no command given (pyoci --help lists them)"),
+])
+def test_parse_error_texts(capsys, argv, message):
+    status, out, err = run(capsys, *argv)
+    assert (status, out, one_line(err)) == (1, "", message)
+
+
+@pytest.mark.parametrize("command", ["create", "exec", "update", "kill", "list"])
+def test_command_help_lists_its_flags(capsys, command):
+    from pyoci.cli import COMMANDS
+    status, out, err = run(capsys, command, "--help")
+    assert (status, err) == (0, "")
+    assert out.startswith(f"usage: pyoci {command} ")
+    flags = COMMANDS[command].flags
+    for flag in flags() if callable(flags) else flags:
+        if flag.help is not None:
+            assert flag.names[-1] in out

@@ -115,20 +115,20 @@ def wait_for_exit(child, timeout=5):
 class TestContainerState:
     def test_missing(self, root):
         with pytest.raises(ContainerError, match='^container "nope" does not exist$'):
-            lifecycle.container_state(root, "nope")
+            state.Container(root, "nope").load().oci_state()
 
     def test_stopped(self, root):
         make_container(root, "c")
-        doc = lifecycle.container_state(root, "c")
+        doc = state.Container(root, "c").load().oci_state()
         assert doc["status"] == "stopped" and doc["pid"] == 0
 
     def test_running_and_created(self, root, children):
         child = children()
         make_container(root, "run", pid=child.pid)
         make_container(root, "made", pid=child.pid, fifo=True)
-        assert lifecycle.container_state(root, "run")["status"] == "running"
-        assert lifecycle.container_state(root, "run")["pid"] == child.pid
-        assert lifecycle.container_state(root, "made")["status"] == "created"
+        assert state.Container(root, "run").load().oci_state()["status"] == "running"
+        assert state.Container(root, "run").load().oci_state()["pid"] == child.pid
+        assert state.Container(root, "made").load().oci_state()["status"] == "created"
 
     def test_list_states_skips_broken(self, root, children):
         make_container(root, "b")
@@ -136,9 +136,9 @@ class TestContainerState:
         os.makedirs(os.path.join(root, "broken"))
         with open(os.path.join(root, "broken", "state.json"), "w") as f:
             f.write("{truncated")
-        states = lifecycle.list_states(root)
+        states = state.list_states(root)
         assert [(s["id"], s["status"]) for s in states] == [("a", "running"), ("b", "stopped")]
-        assert lifecycle.list_states(os.path.join(root, "absent")) == []
+        assert state.list_states(os.path.join(root, "absent")) == []
 
 
 # ----------------------------------------------------------------------- kill
@@ -292,7 +292,7 @@ class TestStart:
         assert child.poll() is None  # "the program" runs
         hook_state = json.loads(out.read_text())
         assert hook_state["status"] == "running" and hook_state["pid"] == child.pid
-        assert lifecycle.container_state(root, "c")["status"] == "running"
+        assert state.Container(root, "c").load().oci_state()["status"] == "running"
 
     def test_exec_failure_reported_and_init_killed(self, root, children):
         container = Container(root, "c")

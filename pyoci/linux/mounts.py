@@ -1,7 +1,6 @@
 """Mount options, flags, and mounting one config entry inside a rootfs."""
 import os
 import stat
-from typing import NamedTuple
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
@@ -177,25 +176,6 @@ def check(config):
             if not mount.uid_mappings and not has_userns:
                 raise ConfigError(f"{where}: {options.idmap} needs uidMappings and gidMappings, "
                                   "or a user namespace whose mappings it takes")
-
-
-class MountInfo(NamedTuple):
-    point: str
-    fs_type: str
-    super_options: str
-
-
-def mount_table(path="/proc/self/mountinfo"):
-    """Every mount of ours, in mount order, from mountinfo (octal escapes in
-    mount points undone)."""
-    table = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            separator = fields.index("-")
-            table.append(MountInfo(fields[4].encode().decode("unicode_escape"),
-                                   fields[separator + 1], fields[separator + 3]))
-    return table
 
 
 def secure_join(root, path):

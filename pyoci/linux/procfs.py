@@ -52,3 +52,16 @@ def in_user_namespace(proc=PROC):
             return f.read().split() != ["0", "0", "4294967295"]
     except FileNotFoundError:
         return False
+
+
+def mount_table(path="/proc/self/mountinfo"):
+    """(mount point, fs type, super options) of every mount of ours, in mount
+    order, from mountinfo (octal escapes in mount points undone)."""
+    table = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            table.append((fields[4].encode().decode("unicode_escape"),
+                          fields[separator + 1], fields[separator + 3]))
+    return table

@@ -7,7 +7,7 @@ needs the container's own /proc (readonly and masked paths, readonly root).
 import os
 
 from pyoci.errors import ExecError, errno_text
-from pyoci.linux import devices, mounts
+from pyoci.linux import devices, mounts, procfs
 from pyoci.linux import syscalls as sc
 from pyoci.linux.mounts import (MNT_DETACH, MS_BIND, MS_MOVE, MS_RDONLY, MS_REC, MS_SLAVE,
                                 remount_bind, secure_join)
@@ -70,7 +70,7 @@ def _detach_host_proc_and_sys(sys, rootfs):
     fresh, unmasked one (the kernel allows that while a fully visible one
     exists): detach them, or cover one that cannot be detached."""
     detached = []
-    for point, fs_type, _ in mounts.mount_table():
+    for point, fs_type, _ in procfs.mount_table():
         if fs_type not in ("proc", "sysfs") or _is_below(point, rootfs):
             continue
         if any(_is_below(point, done) for done in detached):

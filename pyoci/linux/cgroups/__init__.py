@@ -30,8 +30,8 @@ UNIFIED_KEY = ""
 
 def detect_mode(root=CGROUP_ROOT, mountinfo="/proc/self/mountinfo"):
     """LEGACY, HYBRID or UNIFIED, from what is mounted at ROOT."""
-    from pyoci.linux.mounts import mount_table
-    types = {mount.point: mount.fs_type for mount in mount_table(mountinfo)}
+    from pyoci.linux.procfs import mount_table
+    types = {point: fs_type for point, fs_type, _ in mount_table(mountinfo)}
     if types.get(root) == "cgroup2":
         return UNIFIED
     if types.get(os.path.join(root, "unified")) == "cgroup2":

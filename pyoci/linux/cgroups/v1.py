@@ -9,7 +9,7 @@ from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, container_c
                                  make_dir, own_cgroups, pids_below, remove_dir, wait_for,
                                  write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
-from pyoci.linux.mounts import mount_table
+from pyoci.linux.procfs import mount_table
 
 CONTROLLERS = frozenset({
     "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
