@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYOCI := $(abspath $(VENV))/bin/pyoci
 APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd kmod \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit \
-	slirp4netns rootlesskit python3-cffi-backend python3-jsonschema apparmor
+	slirp4netns rootlesskit python3-cffi-backend python3-jsonschema apparmor crun time
 DEMO_DIR := build/demo
 
 .PHONY: demo test test-fast test-v2 conformance-runc bench install apt-deps clean

@@ -71,12 +71,12 @@ def lean_launcher(python, editable):
             "import sys\n"
             f"sys.path += {paths!r}\n"
             "try:\n"
-            "    from pyoci.cli import main\n"
+            "    from pyoci.cli import command\n"
             "except ImportError:\n"
             "    import site\n"
             "    site.main()\n"
-            "    from pyoci.cli import main\n"
-            "sys.exit(main())\n")
+            "    from pyoci.cli import command\n"
+            "command()\n")
 
 
 class BuildLeanLauncher(build_scripts):

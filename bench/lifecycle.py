@@ -1,13 +1,23 @@
-"""Lifecycle speed and memory of pyoci next to runc, measured in one run.
+"""Speed and memory of pyoci beside runc and crun, measured in one run, with
+pass/fail against each target of pyoci's speed work.
 
-    python bench/lifecycle.py [--runs N] [--waiting N]
+    python bench/lifecycle.py [--runs N] [--waiting N] [--sequential N]
+                              [--parallel N] [--engines] [--pyoci PATH]
 
-For each runtime: wall time of `run true` (foreground), of create, start,
-state, kill and delete on a busybox bundle, and the PSS of N created
-containers waiting for `start`. Prints medians and the pyoci/runc ratio.
-Run as root; both runtimes use the same bundle and a private --root.
+On one busybox bundle, interleaved (each sample runs every runtime in turn,
+so drift hits them alike): `run` of `true`; create, state, start, ps, list,
+pause, resume, `exec true`, kill and delete of a `sleep` container; the
+engine sequence create → start → state → kill → delete (the sum of those
+steps of one container); N sequential `run true`; N parallel creates of
+distinct ids, then their starts and deletes; the PSS of N created containers
+waiting for `start`; the peak RSS of `create` itself. --engines adds what
+users feel through podman, ctr and docker (bench/engines.py).
+
+Everything runs in a private mount namespace without /sys/fs/cgroup/unified:
+crun refuses this hybrid host's empty cgroup2 mount. Run as root.
 """
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -20,79 +30,228 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conformance.bundle import make_bundle  # noqa: E402
 from conformance.harness import PYOCI, RUNC  # noqa: E402
 
-STEPS = ("create", "start", "state", "kill", "delete")
+CRUN = shutil.which("crun") or "/usr/bin/crun"
+HIDDEN_MOUNT = "/sys/fs/cgroup/unified"
+SHORT = ("state", "start", "ps", "list", "pause", "resume", "kill", "delete")
+SEQUENCE = ("create", "start", "state", "kill", "delete")
 
 
 def timed(argv):
+    """Wall seconds of ARGV, which must succeed. Its stderr goes to a file:
+    a created container's process keeps it open."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        status = subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=errors)
+        elapsed = time.perf_counter() - started
+        if status != 0:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(argv)} exited {status}: "
+                             f"{errors.read().decode(errors='replace').strip()}")
+    return elapsed
+
+
+def peak_rss(argv):
+    """ARGV's peak RSS in KiB, as GNU time sees it (a child of ours would
+    inherit our own high-water mark)."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        timed(["/usr/bin/time", "-f", "%M", "-o", out.name, *argv])
+        return int(out.read().split()[-1])
+
+
+class Runtime:
+    def __init__(self, name, binary):
+        self.name = name
+        self.root = tempfile.mkdtemp(prefix=f"bench-{name}-")
+        self.argv = [binary, "--root", self.root]
+        self.samples = {}
+
+    def time(self, row, *args):
+        self.samples.setdefault(row, []).append(timed(self.argv + list(args)))
+
+    def quiet(self, *args):
+        subprocess.run(self.argv + list(args), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def status(self, container_id):
+        out = subprocess.run(self.argv + ["state", container_id], capture_output=True,
+                             text=True).stdout
+        return out.split('"status": "')[1].split('"')[0] if '"status"' in out else "gone"
+
+    def wait_stopped(self, container_id):
+        while self.status(container_id) != "stopped":
+            time.sleep(0.001)
+
+    def median(self, row):
+        return statistics.median(self.samples[row])
+
+    def clean(self):
+        for container_id in os.listdir(self.root):
+            self.quiet("delete", "--force", container_id)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def lifecycle_sample(runtime, bundles, index):
+    container_id = f"c{index}"
+    runtime.time("run true", "run", "--bundle", bundles["true"], f"r{index}")
+    runtime.time("create", "create", "--bundle", bundles["sleep"], container_id)
+    runtime.time("state", "state", container_id)
+    runtime.time("start", "start", container_id)
+    runtime.time("ps", "ps", container_id)
+    runtime.time("list", "list")
+    runtime.time("pause", "pause", container_id)
+    runtime.time("resume", "resume", container_id)
+    runtime.time("exec true", "exec", container_id, "true")
+    runtime.time("kill", "kill", container_id, "KILL")
+    runtime.wait_stopped(container_id)
+    runtime.time("delete", "delete", container_id)
+    runtime.samples.setdefault("sequence", []).append(
+        sum(runtime.samples[step][-1] for step in SEQUENCE))
+
+
+def sequential_runs(runtime, bundle, count):
+    runtime.samples["sequential"] = [sum(timed(runtime.argv + ["run", "--bundle", bundle,
+                                                               f"s{index}"])
+                                         for index in range(count))]
+
+
+def parallel_creates(runtime, bundle, count):
+    """Wall time of COUNT creates at once, then their starts, then their
+    deletes; and how many of the 3 × COUNT calls failed."""
+    ids = [f"p{index}" for index in range(count)]
+    failures = 0
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    for args in (["create", "--bundle", bundle], ["start"], ["delete", "--force"]):
+        children = [subprocess.Popen(runtime.argv + args + [container_id],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL) for container_id in ids]
+        failures += sum(1 for child in children if child.wait() != 0)
+    runtime.samples["parallel"] = [time.perf_counter() - started]
+    return failures
 
 
-def wait_stopped(argv, container_id):
-    while b'"stopped"' not in subprocess.run(argv + ["state", container_id],
-                                             capture_output=True).stdout:
-        time.sleep(0.001)
-
-
-def measure(binary, bundles, runs, waiting):
-    root = tempfile.mkdtemp(prefix="bench-state-")
-    argv = [binary, "--root", root]
-    samples = {name: [] for name in ("run true", *STEPS)}
-    for index in range(runs):
-        samples["run true"].append(timed(argv + ["run", "--bundle", bundles["true"], f"r{index}"]))
-    for index in range(runs):
-        container_id = f"c{index}"
-        samples["create"].append(timed(argv + ["create", "--bundle", bundles["sleep"], container_id]))
-        samples["start"].append(timed(argv + ["start", container_id]))
-        samples["state"].append(timed(argv + ["state", container_id]))
-        samples["kill"].append(timed(argv + ["kill", container_id, "KILL"]))
-        wait_stopped(argv, container_id)
-        samples["delete"].append(timed(argv + ["delete", container_id]))
-    pss = waiting_pss(argv, bundles["sleep"], waiting)
-    shutil.rmtree(root, ignore_errors=True)
-    return {name: statistics.median(values) for name, values in samples.items()}, pss
-
-
-def waiting_pss(argv, bundle, count):
-    """Mean PSS (KiB) of the processes of COUNT created containers, all waiting at once."""
+def waiting_pss(runtime, bundle, count):
+    """Mean PSS (KiB) of the processes of COUNT created containers, all
+    waiting at once; and the median peak RSS (KiB) of their creates."""
     ids = [f"w{index}" for index in range(count)]
-    for container_id in ids:
-        subprocess.run(argv + ["create", "--bundle", bundle, container_id], check=True,
-                       stdin=subprocess.DEVNULL)
+    rss = [peak_rss(runtime.argv + ["create", "--bundle", bundle, container_id])
+           for container_id in ids]
     total = 0
     for container_id in ids:
-        state = subprocess.run(argv + ["state", container_id], capture_output=True, text=True).stdout
-        pid = int(state.split('"pid":')[1].split(",")[0])
+        out = subprocess.run(runtime.argv + ["state", container_id], capture_output=True,
+                             text=True).stdout
+        pid = int(out.split('"pid":')[1].split(",")[0])
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
                 total += int(line.split()[1])
     for container_id in ids:
-        subprocess.run(argv + ["delete", "--force", container_id], check=True)
-    return total / count
+        runtime.quiet("delete", "--force", container_id)
+    return total / count, statistics.median(rss)
+
+
+def bare_interpreter(pyoci):
+    """argv of pyoci's interpreter doing nothing, with the launcher's flags."""
+    with open(pyoci) as f:
+        shebang = f.readline()[2:].split()
+    return [*shebang, "-c", "pass"]
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.1f}ms"
+
+
+def report(runtimes, bare, bare_argv, args, memory, failures, engines):
+    runc, crun, pyoci = (runtimes[name] for name in ("runc", "crun", "pyoci"))
+    budget = bare + 0.003
+    rows = []
+
+    def row(name, target_text, passed, values=None):
+        values = values or [r.median(name) if name in r.samples else None
+                            for r in (runc, crun, pyoci)]
+        ratio = values[2] / values[0]
+        rows.append((name, *[ms(v) if v is not None else "-" for v in values],
+                     f"{ratio:.2f}", target_text, "pass" if passed(values[2], ratio) else "FAIL"))
+
+    row("run true", "<= 1.00x (aim 0.75x)", lambda _, ratio: ratio <= 1.0)
+    row("create", "<= 1.00x", lambda _, ratio: ratio <= 1.0)
+    row("exec true", "<= 1.00x", lambda _, ratio: ratio <= 1.0)
+    for name in SHORT:
+        row(name, f"<= bare+3ms ({ms(budget)})", lambda value, _: value <= budget)
+    row("sequence", "<= 1.30x", lambda _, ratio: ratio <= 1.3)
+    row("sequential", "<= 1.00x", lambda _, ratio: ratio <= 1.0)
+    row("parallel", f"<= 1.50x, all ok ({failures['pyoci']} failed)",
+        lambda _, ratio: ratio <= 1.5 and failures["pyoci"] == 0)
+    for name, by_runtime in engines.items():
+        values = [by_runtime.get(runtime) for runtime in ("runc", "crun", "pyoci")]
+        if values[0] and values[2]:
+            row(name, "<= 1.05x", lambda _, ratio: ratio <= 1.05, values)
+    labels = {"sequence": "create→start→state→kill→delete",
+              "sequential": f"{args.sequential} sequential run true",
+              "parallel": f"{args.parallel} parallel create+start+delete"}
+    header = ("median of " + str(args.runs), "runc", "crun", "pyoci", "pyoci/runc", "target", "")
+    table = [header] + [(labels.get(r[0], r[0]), *r[1:]) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) if i in (0, 5) else cell.rjust(width)
+                        for i, (cell, width) in enumerate(zip(line, widths))).rstrip())
+    print(f"bare interpreter ({' '.join(bare_argv)}): {ms(bare)}")
+    print("peak RSS of create: " + ", ".join(f"{name} {rss / 1024:.1f} MiB"
+                                             for name, (_, rss) in memory.items()))
+    print("PSS per created container waiting (" + str(args.waiting) + " at once): "
+          + ", ".join(f"{name} {value / 1024:.2f} MiB" for name, (value, _) in memory.items())
+          + f"  target pyoci <= 0.10 MiB: "
+          + ("pass" if memory["pyoci"][0] <= 0.1 * 1024 else "FAIL"))
+    if any(failures.values()):
+        print("failed calls in the parallel run: " + ", ".join(
+            f"{name} {count}" for name, count in failures.items()))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--waiting", type=int, default=20)
-    parser.add_argument("--runc", default=RUNC)
+    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--parallel", type=int, default=50)
+    parser.add_argument("--engines", action="store_true",
+                        help="also podman, ctr and docker with each runtime (bench/engines.py)")
+    parser.add_argument("--pyoci", default=PYOCI)
     args = parser.parse_args()
+    if os.environ.get("BENCH_PRIVATE_MOUNTS") != "1":
+        os.environ["BENCH_PRIVATE_MOUNTS"] = "1"
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
+                              f"umount {HIDDEN_MOUNT} 2>/dev/null; exec \"$@\"", "sh",
+                              sys.executable, *sys.argv])
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bundles = {"true": str(make_bundle(workdir / "true", ["true"])),
                "sleep": str(make_bundle(workdir / "sleep", ["sleep", "1000"]))}
-    results = {}
-    for name, binary in (("runc", args.runc), ("pyoci", PYOCI)):
-        results[name] = measure(binary, bundles, args.runs, args.waiting)
-    shutil.rmtree(workdir)
-    print(f"{'median of ' + str(args.runs):<22}{'runc':>10}{'pyoci':>10}{'pyoci/runc':>12}")
-    for step in ("run true", *STEPS):
-        runc_ms, pyoci_ms = (results[name][0][step] * 1000 for name in ("runc", "pyoci"))
-        print(f"{step:<22}{runc_ms:>8.1f}ms{pyoci_ms:>8.1f}ms{pyoci_ms / runc_ms:>12.2f}")
-    runc_pss, pyoci_pss = results["runc"][1], results["pyoci"][1]
-    print(f"{'PSS per created':<22}{runc_pss / 1024:>7.2f}MiB{pyoci_pss / 1024:>7.2f}MiB"
-          f"{pyoci_pss / runc_pss:>12.2f}")
-    print(f"({args.waiting} containers waiting at once)")
+    runtimes = {"runc": Runtime("runc", RUNC), "crun": Runtime("crun", CRUN),
+                "pyoci": Runtime("pyoci", args.pyoci)}
+    bare_argv = bare_interpreter(args.pyoci)
+    bare_samples = []
+    try:
+        for runtime in runtimes.values():  # warm every cache once
+            lifecycle_sample(runtime, bundles, "warm")
+            runtime.samples.clear()
+        for index in range(args.runs):
+            for runtime in runtimes.values():
+                lifecycle_sample(runtime, bundles, index)
+            bare_samples.append(timed(bare_argv))
+        failures = {}
+        for runtime in runtimes.values():
+            sequential_runs(runtime, bundles["true"], args.sequential)
+            failures[runtime.name] = parallel_creates(runtime, bundles["sleep"], args.parallel)
+        memory = {name: waiting_pss(runtime, bundles["sleep"], args.waiting)
+                  for name, runtime in runtimes.items()}
+        engines = {}
+        if args.engines:
+            from bench.engines import measure_engines
+            engines = measure_engines({name: runtime.argv[0]
+                                       for name, runtime in runtimes.items()}, args.runs)
+    finally:
+        for runtime in runtimes.values():
+            runtime.clean()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(runtimes, statistics.median(bare_samples), bare_argv, args, memory, failures, engines)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,10 @@ It joins every namespace the container was created with, its cgroups, and
 its capabilities, rlimits, no_new_privs and seccomp, as the process says.
 Every failure is "exec failed: ..." and exit status 255, like runc.
 """
-import json
+import _signal
 import os
-import signal
 
-from pyoci import log, state
+from pyoci import jsontext, log, state
 from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
 from pyoci.linux import cgroups
 from pyoci.state import Container
@@ -92,7 +91,7 @@ def execute(root, container_id, options):
         state.write_atomic(os.path.abspath(options.pid_file), str(pid).encode())
     if options.detach:
         return 0
-    lifecycle.forward_signals(pid, (signal.SIGWINCH,) if master is not None else ())
+    lifecycle.forward_signals(pid, (_signal.SIGWINCH,) if master is not None else ())
     if master is not None:
         from pyoci import console
         status = console.proxy_and_wait(master, pid, lifecycle.wait_for)
@@ -110,13 +109,13 @@ def _process(config, container_process, options):
     if options.process_file:
         try:
             with open(options.process_file, "rb") as f:
-                raw = json.load(f)
+                raw = jsontext.loads(f.read())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"process file {options.process_file}: {exc}") from None
     else:
         if not options.args:
             raise ConfigError("exec: a command (or --process) is required")
-        raw = json.loads(json.dumps(container_process))  # a deep copy
+        raw = jsontext.loads(jsontext.dumps(container_process))  # a deep copy
         raw["args"] = list(options.args)
         raw["terminal"] = bool(options.tty)
         raw["env"] = list(raw.get("env") or []) + list(options.env or [])

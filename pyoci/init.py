@@ -5,8 +5,8 @@ by exec (of pyoci-waiter, or of the user's program) or os._exit (through
 process._child, which reports any error to the runtime as data).
 """
 import errno
+import _socket
 import os
-import socket
 
 from pyoci import hooks, log, sync
 from pyoci.errors import ExecError, describe, errno_text
@@ -66,7 +66,7 @@ def run(syscalls, context):
         os.close(context.fifo_fd)
         context.fifo_fd = context.state_dir_fd
     if config.hostname is not None and linux.namespace("uts"):
-        socket.sethostname(config.hostname)
+        _socket.sethostname(config.hostname)
     if config.domainname is not None:
         syscalls.setdomainname(config.domainname)
     _write_sysctls(linux.sysctl)

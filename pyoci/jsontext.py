@@ -24,9 +24,11 @@ _escape = _json.encode_basestring_ascii
 
 
 def loads(text):
-    """json.loads of a str, or of UTF-8 bytes; errors are json's JSONDecodeError."""
+    """json.loads of a str, or of UTF-8 bytes (a byte order mark allowed, as
+    json.loads allows it); errors are json's JSONDecodeError."""
     if isinstance(text, (bytes, bytearray)):
-        text = text.decode("utf-8")
+        # Not the utf-8-sig codec: looking it up imports a module.
+        text = (text[3:] if text.startswith(b"\xef\xbb\xbf") else text).decode("utf-8")
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)

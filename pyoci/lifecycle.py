@@ -9,7 +9,7 @@ import os
 
 from pyoci import hooks, jsontext, log, sdnotify, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
-from pyoci.linux import cgroups, procfs
+from pyoci.linux import cgroups, procfs, unix
 from pyoci.state import Container
 
 
@@ -195,14 +195,14 @@ def _record_pid(container, pid):
 
 
 def console_pair():
-    import socket
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return unix.pair(unix.STREAM)
 
 
 def receive_master(sock):
-    import socket
-    with sock:
-        _, fds, _, _ = socket.recv_fds(sock, 64, 1)
+    try:
+        _, fds = unix.receive_fds(sock, 64, 1)
+    finally:
+        sock.close()
     if not fds:
         raise ExecError("container init sent no terminal")
     return fds[0]
@@ -210,23 +210,21 @@ def receive_master(sock):
 
 def connect_unix(path, what):
     """An fd connected to the unix socket PATH (a console or pidfd socket)."""
-    import socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(path)
+        return unix.connect(path).detach()
     except OSError as exc:
-        sock.close()
         raise ExecError(f"connect to {what} {path}: {errno_text(exc.errno)}") from None
-    return sock.detach()
 
 
 def send_pidfd(sock_fd, pid):
     """A pidfd of PID over the --pidfd-socket (SCM_RIGHTS), as runc 1.2 sends it."""
-    import socket
     pidfd = os.pidfd_open(pid)
     try:
-        with socket.socket(fileno=os.dup(sock_fd)) as sock:
-            socket.send_fds(sock, [b"pidfd"], [pidfd])
+        sock = unix.of_fd(os.dup(sock_fd))
+        try:
+            unix.send_fds(sock, b"pidfd", [pidfd])
+        finally:
+            sock.close()
     except OSError as exc:
         raise ExecError(f"send the pidfd of {pid} to the pidfd socket: "
                         f"{errno_text(exc.errno)}") from None

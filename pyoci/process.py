@@ -7,8 +7,8 @@ is PID 1; it reports init's pid and exits, and init is re-parented to the
 runtime (a child subreaper) so a failed create can reap it.
 """
 import fcntl
+import _signal
 import os
-import signal
 
 from pyoci import log, sync
 from pyoci.errors import ExecError, describe
@@ -219,7 +219,7 @@ def _exec_stage(syscalls, context, init):
 
 def kill_and_reap(pid):
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, _signal.SIGKILL)
         _reap(pid)
     except (ProcessLookupError, ChildProcessError):
         pass

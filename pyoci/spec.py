@@ -4,10 +4,9 @@ The view holds exactly what pyoci acts on, with spec defaults filled in, so
 the linux/* modules never read raw dicts. ``default_config`` is what
 ``pyoci spec`` writes.
 """
-import json
 import os
 
-from pyoci import log
+from pyoci import jsontext, log
 from pyoci.errors import ConfigError
 from pyoci.linux import lsm, mounts, network
 
@@ -214,7 +213,7 @@ def load(bundle):
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = json.load(f)
+            raw = jsontext.loads(f.read())
     except FileNotFoundError:
         raise ConfigError(f"config.json: no such file in bundle {bundle}") from None
     except (OSError, ValueError) as exc:

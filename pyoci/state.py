@@ -11,7 +11,6 @@ The status is never read back from disk: a container is ``stopped`` when its
 init process is gone, a zombie, or a different process with the same pid
 (start time differs); ``created`` while exec.fifo exists; ``running`` after.
 """
-import fcntl
 import os
 import time
 
@@ -129,6 +128,7 @@ class Container:
 
     def lock(self):
         """Hold an exclusive lock on the container until this process exits."""
+        import fcntl  # here: state and list never lock
         fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
@@ -171,7 +171,7 @@ class Container:
         paths = record.get("cgroup_paths")
         if paths:
             from pyoci.linux import cgroups
-            if cgroups.from_paths(paths).frozen():
+            if cgroups.frozen(paths):
                 return PAUSED
         return RUNNING
 

@@ -50,10 +50,9 @@ second GO) prepares the process, sends READY and executes it directly.
 the user's program; the fifo's write end is close-on-exec, so `start` reads
 end-of-file exactly when the program has been executed.
 """
-import json
-import socket
-
+from pyoci import jsontext
 from pyoci.errors import ExecError
+from pyoci.linux import unix
 
 ID_MAP_REQUEST = "id_map_request"
 GO = "go"
@@ -71,17 +70,17 @@ _MAX_PACKET = 65536
 
 def channel():
     """A connected pair of close-on-exec sockets: (runtime end, child end)."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return unix.pair(unix.SEQPACKET)
 
 
 def send(sock, message_type, fd=None, **fields):
     """One message; FD, if given, travels with it (SCM_RIGHTS)."""
     fields["type"] = message_type
-    data = json.dumps(fields).encode()
+    data = jsontext.dumps(fields).encode()
     if fd is None:
         sock.send(data)
     else:
-        socket.send_fds(sock, [data], [fd])
+        unix.send_fds(sock, data, [fd])
 
 
 def send_error(sock, message):
@@ -107,7 +106,7 @@ def receive_fd(sock, expected):
 def receive_maybe_fd(sock, *expected):
     """The next message, of one of the types EXPECTED, and the descriptor it
     carries, or None."""
-    data, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 1)
+    data, fds = unix.receive_fds(sock, _MAX_PACKET, 1)
     message = _check(data, expected)
     return message, (fds[0] if fds else None)
 
@@ -116,7 +115,7 @@ def _check(data, expected):
     names = " or ".join(expected)
     if not data:
         raise ExecError(f"container init exited before sending {names}")
-    message = json.loads(data)
+    message = jsontext.loads(data)
     if message["type"] == ERROR:
         raise ExecError(message["message"])
     if message["type"] not in expected:
@@ -128,5 +127,5 @@ def receive_end(sock):
     """Wait for the peer to close its end (its exec closed it); an error message instead raises."""
     data = sock.recv(_MAX_PACKET)
     if data:
-        message = json.loads(data)
+        message = jsontext.loads(data)
         raise ExecError(message.get("message") or f"container init sent {message['type']} after ready")

@@ -9,16 +9,16 @@ same way every schema tool does.
 
 The interpreter follows draft-04 as jsonschema implements it: 1.0 and True
 are not integers, ``pattern`` is ``re.search`` on strings, and every keyword
-other than ``type`` ignores values of the kinds it does not apply to.
+other than ``type`` ignores values of the kinds it does not apply to. It
+imports neither json nor re (nor what they import): a create would pay
+several milliseconds for them.
 """
-import functools
-import json
-import re
-from pathlib import Path
+import os
 
-from .errors import ConfigError
+from pyoci import jsontext
+from pyoci.errors import ConfigError
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Keywords that never change a verdict.
 _ANNOTATIONS = frozenset({"$schema", "title", "description", "definitions"})
@@ -46,16 +46,20 @@ def validate_features(doc):
 
 def schema_path(name):
     """Where schema ``name`` lives: package data once installed, else the source tree."""
-    installed = _PACKAGE_DIR / "schemas" / name
-    if installed.is_file():
+    installed = os.path.join(_PACKAGE_DIR, "schemas", name)
+    if os.path.isfile(installed):
         return installed
-    return _PACKAGE_DIR.parent / "schemas" / name
+    return os.path.join(os.path.dirname(_PACKAGE_DIR), "schemas", name)
 
 
-@functools.cache
+_schemas = {}
+
+
 def load_schema(name):
-    with open(schema_path(name), encoding="utf-8") as schema_file:
-        return json.load(schema_file)
+    if name not in _schemas:
+        with open(schema_path(name), "rb") as schema_file:
+            _schemas[name] = jsontext.loads(schema_file.read())
+    return _schemas[name]
 
 
 def _validate(doc, schema_name, label):
@@ -87,7 +91,7 @@ def format_path(keys):
         elif key and key.isprintable():
             text += f".{key}" if text else key
         else:
-            text += f"[{json.dumps(key)}]"  # keeps the message on one line
+            text += f"[{jsontext.dumps(key)}]"  # keeps the message on one line
     return text or "(root)"
 
 
@@ -105,15 +109,112 @@ class _Failure:
         return self
 
 
-@functools.cache
+_checkers = {}
+
+
 def _checker(schema_name):
     """The compiled check of a whole schema: value -> _Failure or None."""
-    return _Compiler(load_schema(schema_name)).compile(load_schema(schema_name))
+    if schema_name not in _checkers:
+        schema = load_schema(schema_name)
+        _checkers[schema_name] = _Compiler(schema).compile(schema)
+    return _checkers[schema_name]
 
 
-@functools.cache
-def _regex(pattern):
-    return re.compile(pattern)
+def _searcher(pattern):
+    """re.search(PATTERN, text) is not None, as a predicate. The patterns our
+    schemas use are matched here: a lone ".", or "^...$" around literals and
+    [classes] (ranges, negation, the escapes \\n \\t \\\\ \\- \\]), each
+    once, or with * or +. Any other pattern is left to re."""
+    if pattern == ".":
+        return lambda text: any(char != "\n" for char in text)
+    items = _sequence(pattern)
+    if items is None:
+        import re
+        compiled = re.compile(pattern)
+        return lambda text: compiled.search(text) is not None
+
+    def search(text):
+        # re's "$" also matches before a final newline.
+        return _match(items, text, 0, 0) or (text.endswith("\n")
+                                             and _match(items, text[:-1], 0, 0))
+    return search
+
+
+_CLASS_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "-": "-", "]": "]"}
+
+
+def _sequence(pattern):
+    """[(ranges, negated, least, most)] for "^...$", or None if unsupported."""
+    if len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
+        return None
+    body, index, items = pattern[1:-1], 0, []
+    while index < len(body):
+        char = body[index]
+        if char == "[":
+            end = body.find("]", index + 1)
+            while end > 0 and body[end - 1] == "\\":
+                end = body.find("]", end + 1)
+            members = body[index + 1:end] if end > 0 else ""
+            negated = members.startswith("^")
+            ranges = _ranges(members[1:] if negated else members)
+            if ranges is None:
+                return None
+            index = end + 1
+        elif char in ".()|?{}\\*+$^":
+            return None
+        else:
+            ranges, negated = ((char, char),), False
+            index += 1
+        least, most = 1, 1
+        if index < len(body) and body[index] in "*+":
+            least, most = (0 if body[index] == "*" else 1), None
+            index += 1
+        items.append((ranges, negated, least, most))
+    return items
+
+
+def _ranges(members):
+    """((low, high), ...) of a class's members, or None if unsupported."""
+    chars = []
+    index = 0
+    while index < len(members):
+        if members[index] == "\\":
+            escaped = _CLASS_ESCAPES.get(members[index + 1:index + 2])
+            if escaped is None:
+                return None
+            chars.append((escaped, True))
+            index += 2
+        else:
+            chars.append((members[index], False))
+            index += 1
+    if not chars:
+        return None
+    ranges = []
+    index = 0
+    while index < len(chars):
+        low = chars[index][0]
+        if index + 2 < len(chars) and chars[index + 1] == ("-", False):
+            ranges.append((low, chars[index + 2][0]))
+            index += 3
+        else:
+            ranges.append((low, low))
+            index += 1
+    return tuple(ranges)
+
+
+def _match(items, text, start, position):
+    """Whether ITEMS from POSITION match TEXT from START to its end (greedy, backtracking)."""
+    if position == len(items):
+        return start == len(text)
+    ranges, negated, least, most = items[position]
+    end = start
+    limit = len(text) if most is None else min(len(text), start + most)
+    while end < limit and any(low <= text[end] <= high for low, high in ranges) != negated:
+        end += 1
+    for stop in range(end, start + least - 1, -1):
+        if _match(items, text, stop, position + 1):
+            return True
+    return False
 
 
 class _Compiler:
@@ -171,7 +272,7 @@ class _Compiler:
 
     def _members(self, schema):
         named = {name: self.compile(subschema) for name, subschema in schema.get("properties", {}).items()}
-        patterned = [(pattern, self.compile(subschema))
+        patterned = [(_searcher(pattern), self.compile(subschema))
                      for pattern, subschema in schema.get("patternProperties", {}).items()]
         additional = schema.get("additionalProperties")
         if additional is not None and not isinstance(additional, dict):
@@ -188,8 +289,8 @@ class _Compiler:
                     failure = check(member)
                     if failure is not None:
                         return failure.at(key)
-                for pattern, check in patterned:
-                    if _regex(pattern).search(key):
+                for search, check in patterned:
+                    if search(key):
                         matched = True
                         failure = check(member)
                         if failure is not None:
@@ -237,8 +338,10 @@ class _Compiler:
         return check_enum
 
     def _pattern(self, pattern):
+        search = _searcher(pattern)
+
         def check_pattern(value):
-            if isinstance(value, str) and not _regex(pattern).search(value):
+            if isinstance(value, str) and not search(value):
                 return _Failure(f"{value!r} does not match {pattern!r}")
             return None
         return check_pattern

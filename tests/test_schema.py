@@ -636,12 +636,48 @@ def test_unsupported_keyword_is_refused():
 
 def test_schema_path_finds_every_schema():
     for schema_name, _, _ in KINDS.values():
-        assert validate.schema_path(schema_name).is_file()
+        assert Path(validate.schema_path(schema_name)).is_file()
 
 
 def test_schema_path_prefers_package_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(validate, "_PACKAGE_DIR", tmp_path / "pyoci")
+    monkeypatch.setattr(validate, "_PACKAGE_DIR", str(tmp_path / "pyoci"))
     (tmp_path / "pyoci" / "schemas").mkdir(parents=True)
     (tmp_path / "pyoci" / "schemas" / "installed.json").write_text("{}")
-    assert validate.schema_path("installed.json") == tmp_path / "pyoci" / "schemas" / "installed.json"
-    assert validate.schema_path("in-source.json") == tmp_path / "schemas" / "in-source.json"
+    assert validate.schema_path("installed.json") == str(tmp_path / "pyoci" / "schemas"
+                                                         / "installed.json")
+    assert validate.schema_path("in-source.json") == str(tmp_path / "schemas" / "in-source.json")
+
+
+# ------------------------------------------- patterns, matched without re
+SEARCHED_PATTERNS = [".", "^RLIMIT_[A-Z]+$", "^[0-9, -]*$", "^MB:[^\\n]*$", "^[cbup]$",
+                     "^[1-9][0-9]*[KMG]B$", "^CAP_[A-Z_]+$", "^a\\.b$", "^(x|y)$", "^[]x]$",
+                     "^[\\]x]+$", "^ab*c+$", "x$"]
+
+
+@pytest.mark.parametrize("pattern", SEARCHED_PATTERNS)
+@given(data=st.data())
+def test_searcher_is_re_search(pattern, data):
+    import re
+    text = data.draw(st.one_of(st.from_regex(pattern), st.text(alphabet="abcxyMB:0123456789,"
+                                                                "KG-_ \n]\\.CAPRLIMT", max_size=12)))
+    assert validate._searcher(pattern)(text) == (re.search(pattern, text) is not None), text
+
+
+def test_schema_patterns_need_no_re():
+    patterns = set()
+
+    def collect(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.add(node["pattern"])
+            patterns.update(node.get("patternProperties", {}))
+            for child in node.values():
+                collect(child)
+        elif isinstance(node, list):
+            for child in node:
+                collect(child)
+    for name in ("config.schema.json", "state.schema.json", "features.schema.json"):
+        collect(validate.load_schema(name))
+    assert patterns
+    for pattern in patterns:
+        assert pattern == "." or validate._sequence(pattern) is not None, pattern

@@ -8,10 +8,9 @@ what that mount made, in config order.
 """
 import errno
 import os
-import socket
 
 from pyoci.errors import ExecError, errno_text
-from pyoci.linux import namespaces
+from pyoci.linux import namespaces, unix
 from pyoci.linux import syscalls as sc
 from pyoci.linux.mounts import MS_REC, MountOptions, source_path
 
@@ -59,7 +58,7 @@ class MountSources:
         """MAKE_FD() run in a fork that joined init's mount namespace (open_tree
         clones only mounts of the caller's own); its descriptor comes back."""
         mount_namespace = os.open(f"/proc/{self._init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = unix.pair(unix.SEQPACKET)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -67,7 +66,7 @@ class MountSources:
                 ours.close()
                 try:
                     self._sys.setns(mount_namespace, sc.CLONE_NEWNS)
-                    socket.send_fds(theirs, [b"0"], [make_fd()])
+                    unix.send_fds(theirs, b"0", [make_fd()])
                     code = 0
                 except OSError as exc:
                     theirs.send(str(exc.errno).encode())
@@ -76,7 +75,7 @@ class MountSources:
         theirs.close()
         os.close(mount_namespace)
         try:
-            data, fds, _, _ = socket.recv_fds(ours, 64, 1)
+            data, fds = unix.receive_fds(ours, 64, 1)
         finally:
             ours.close()
             os.waitpid(pid, 0)

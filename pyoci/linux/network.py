@@ -3,8 +3,8 @@ linux.netDevices, moving host interfaces into the container's netns over
 rtnetlink (rename, keep their permanent global addresses, set them up)."""
 import errno
 import fcntl
+import _socket  # not `socket`: its import costs every create milliseconds
 import os
-import socket
 import struct
 
 from pyoci.errors import ConfigError, ExecError, errno_text
@@ -29,10 +29,13 @@ IFNAMSIZ = 16
 
 
 def loopback_up():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack(_IFREQ, b"lo", 0)
         flags = struct.unpack(_IFREQ, fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
+    finally:
+        sock.close()
 
 
 def check_devices(config):
@@ -48,7 +51,7 @@ def check_devices(config):
     names = {}
     for host_name, entry in devices.items():
         try:
-            socket.if_nametoindex(host_name)
+            _socket.if_nametoindex(host_name)
         except OSError:
             raise ConfigError(f"{where}: no network device {host_name!r} on the host") from None
         name = (entry or {}).get("name") or host_name
@@ -76,23 +79,23 @@ def move_devices(devices, netns_path):
 
 def _move_device(host, container, netns_fd, host_name, name):
     what = f"linux.netDevices: {host_name}"
-    index = socket.if_nametoindex(host_name)
+    index = _socket.if_nametoindex(host_name)
     if "%d" not in name and container.link_index(name) is not None:
         raise ExecError(f"{what}: a device named {name!r} exists in the container's "
                         "network namespace")
     addresses = host.permanent_global_addresses(index)
     try:
-        host.request(RTM_NEWLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+        host.request(RTM_NEWLINK, _IFINFO.pack(_socket.AF_UNSPEC, 0, index, 0, 0)
                      + _attr(IFLA_NET_NS_FD, struct.pack("=I", netns_fd)))
         # Its name is kept unless the namespace has it already.
         index = container.link_index(host_name)
         if name != host_name:
-            container.request(RTM_NEWLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+            container.request(RTM_NEWLINK, _IFINFO.pack(_socket.AF_UNSPEC, 0, index, 0, 0)
                               + _attr(IFLA_IFNAME, name.encode() + b"\0"))
         for header, attributes in addresses:
             container.request(RTM_NEWADDR, header[:4] + struct.pack("=I", index) + attributes,
                               NLM_F_CREATE | NLM_F_EXCL)
-        container.request(RTM_NEWLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP))
+        container.request(RTM_NEWLINK, _IFINFO.pack(_socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP))
     except OSError as exc:
         raise ExecError(f"{what}: move into the container as {name!r}: "
                         f"{errno_text(exc.errno)}") from None
@@ -175,7 +178,7 @@ class _Rtnetlink:
 
     def link_index(self, name):
         """The index of the device NAME here, or None."""
-        self._send(RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        self._send(RTM_GETLINK, _IFINFO.pack(_socket.AF_UNSPEC, 0, 0, 0, 0)
                    + _attr(IFLA_IFNAME, name.encode() + b"\0"), NLM_F_REQUEST)
         try:
             for _, payload in self._replies():
@@ -189,7 +192,7 @@ class _Rtnetlink:
     def permanent_global_addresses(self, index):
         """[(ifaddrmsg bytes, attribute bytes)] of INDEX's addresses the spec
         says a move keeps: permanent, of global scope."""
-        self._send(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+        self._send(RTM_GETADDR, _IFADDR.pack(_socket.AF_UNSPEC, 0, 0, 0, 0),
                    NLM_F_REQUEST | NLM_F_DUMP)
         kept = []
         for _, payload in self._replies():
@@ -206,7 +209,7 @@ class _Rtnetlink:
 
 
 def _netlink_socket():
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                         socket.NETLINK_ROUTE)
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                          _socket.NETLINK_ROUTE)
     sock.bind((0, 0))
     return sock

@@ -16,10 +16,10 @@ rules for one syscall are tried in order; a syscall that names one argument
 index twice becomes one rule per condition (OR), as runc does.
 """
 import errno
-import json
 import os
 import struct
 
+from pyoci import jsontext
 from pyoci.errors import ConfigError, ExecError, errno_text
 
 # BPF opcodes (linux/bpf_common.h).
@@ -96,7 +96,7 @@ def action_value(name, errno_ret, where):
 
 def load_tables():
     with open(SYSCALL_TABLE) as f:
-        return json.load(f)
+        return jsontext.loads(f.read())
 
 
 def compile_filter(seccomp, machine=None, tables=None):
@@ -196,18 +196,20 @@ def _emit_enosys(program, rules, table):
 
 def send_to_agent(seccomp_filter, listener_fd, pid, container_state):
     """The notify fd and the spec's seccomp state, over the agent's socket."""
-    import socket
     from pyoci import OCI_VERSION
+    from pyoci.linux import unix
     message = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid,
                "metadata": seccomp_filter.listener_metadata, "state": container_state}
     path = seccomp_filter.listener_path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+    try:
+        sock = unix.connect(path)
         try:
-            sock.connect(path)
-            socket.send_fds(sock, [json.dumps(message).encode()], [listener_fd])
-        except OSError as exc:
-            raise ExecError(f"failed to connect with seccomp agent specified in the seccomp "
-                            f"profile ({path}): {errno_text(exc.errno)}") from None
+            unix.send_fds(sock, jsontext.dumps(message).encode(), [listener_fd])
+        finally:
+            sock.close()
+    except OSError as exc:
+        raise ExecError(f"failed to connect with seccomp agent specified in the seccomp "
+                        f"profile ({path}): {errno_text(exc.errno)}") from None
 
 
 def _emit_rules(program, rules, table, default):

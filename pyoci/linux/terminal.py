@@ -3,10 +3,10 @@ master handed to the engine over the console socket (SCM_RIGHTS, as runc),
 its slave made the init's controlling terminal and stdio."""
 import fcntl
 import os
-import socket
 import struct
 import termios
 
+from pyoci.linux import unix
 from pyoci.linux.mounts import MS_BIND, make_mount_point
 
 TIOCSPTLCK = 0x40045431
@@ -26,8 +26,11 @@ def set_size(fd, rows, columns):
 
 
 def send_master(console_socket_fd, master):
-    with socket.socket(fileno=console_socket_fd) as sock:
-        socket.send_fds(sock, [b"/dev/ptmx"], [master])
+    sock = unix.of_fd(console_socket_fd)
+    try:
+        unix.send_fds(sock, b"/dev/ptmx", [master])
+    finally:
+        sock.close()
 
 
 def become_controlling(sys, slave_path, console_size, mount_console):

@@ -52,6 +52,36 @@ def own_cgroups(pid="self"):
     return result
 
 
+def start_migrations_early():
+    """Let the kernel's wait for the first cgroup migration pass while the
+    runtime does other work. The first write to a cgroup.procs in a while
+    waits for an RCU grace period (10-20 ms here, as long as all the rest
+    of a create) before it takes the rwsem every migration takes; later ones
+    soon after do not. So a thread migrates this process into the cgroup it
+    is already in, a no-op, while create or exec go on to their own
+    migrations. Where it may not (rootless), they just wait as before."""
+    import _thread
+    _thread.start_new_thread(_migrate_into_own_cgroup, ())
+
+
+def _migrate_into_own_cgroup():
+    for key, path in own_cgroups().items():
+        roots = ((CGROUP_ROOT + "/" + UNIFIED, CGROUP_ROOT) if key == UNIFIED_KEY
+                 else (CGROUP_ROOT + "/" + key,))
+        for root in roots:
+            try:
+                fd = os.open(f"{root}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.write(fd, b"0")  # the writer's own process
+                return
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+
 def container_cgroup(cgroups_path, container_id, base):
     """The cgroup path (from a hierarchy's root) for a container."""
     path = cgroups_path or container_id
@@ -97,6 +127,23 @@ def from_paths(paths):
     if list(paths) == [UNIFIED_KEY]:
         return v2.Manager(paths[UNIFIED_KEY])
     return v1.Manager(paths)
+
+
+def frozen(paths):
+    """Whether the cgroups of PATHS ({key: directory}) are frozen, read
+    without a manager (`state` asks for every running container): v2's
+    cgroup.freeze, v1's freezer.state; no freezer, never."""
+    if list(paths) == [UNIFIED_KEY]:
+        file, frozen_text = os.path.join(paths[UNIFIED_KEY], "cgroup.freeze"), "1"
+    elif paths.get("freezer"):
+        file, frozen_text = os.path.join(paths["freezer"], "freezer.state"), "FROZEN"
+    else:
+        return False
+    try:
+        with open(file) as f:
+            return f.read().strip() == frozen_text
+    except OSError:
+        return False
 
 
 def from_record(record):

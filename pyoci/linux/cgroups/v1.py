@@ -6,6 +6,7 @@ import errno
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, container_cgroup, directories,
+                                 frozen,
                                  make_dir, own_cgroups, pids_below, remove_dir, wait_for,
                                  write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
@@ -162,14 +163,7 @@ class Manager:
         return v1_stats(self.paths)
 
     def frozen(self):
-        freezer = self.paths.get("freezer")
-        if not freezer:
-            return False
-        try:
-            with open(os.path.join(freezer, "freezer.state")) as f:
-                return f.read().strip() == "FROZEN"
-        except OSError:
-            return False
+        return frozen(self.paths)
 
     def destroy(self, owned=None):
         for directory in directories(self.paths):

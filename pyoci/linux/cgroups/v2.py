@@ -3,7 +3,7 @@ import os
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, make_dir, own_cgroups,
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, frozen, make_dir, own_cgroups,
                                  pids_below, remove_dir, wait_for, write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
@@ -138,13 +138,7 @@ class Manager:
         return v2_stats(self.directory)
 
     def frozen(self):
-        if not self.paths:
-            return False
-        try:
-            with open(os.path.join(self.directory, "cgroup.freeze")) as f:
-                return f.read().strip() == "1"
-        except OSError:
-            return False
+        return frozen(self.paths)
 
     def destroy(self, owned=None):
         if owned is None or self.directory in owned:

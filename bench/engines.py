@@ -1,0 +1,154 @@
+"""What users feel: wall time of `run --rm true` through real engines, per OCI runtime.
+
+    python bench/engines.py [--runs N] [--runtime PATH ...]
+
+Rows: podman (--runtime PATH), ctr (containerd's io.containerd.runc.v2 shim
+with --runc-binary PATH) and docker (dockerd with the runtime added by
+--add-runtime), all on a local busybox image, in private stores and daemons
+set up by conformance/engines/helpers.py and torn down at the end.  Engines
+call each runtime binary directly (not through the tests' logging shim).
+Prints medians and each runtime's ratio to the first.  Run as root.
+"""
+import argparse
+import contextlib
+import itertools
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conformance.engines import helpers  # noqa: E402
+
+PODMAN, CTR, DOCKER = "podman run --rm true", "ctr run --rm true", "docker run --rm true"
+ENGINE_BINARIES = {
+    PODMAN: ("podman",),
+    CTR: ("containerd", "ctr"),
+    DOCKER: ("containerd", "ctr", "dockerd", "docker"),
+}
+
+
+def measure_engines(runtimes: dict[str, str], runs: int) -> dict[str, dict[str, float]]:
+    """{row: {runtime name: median seconds}} for ``runtimes`` {name: binary path}.
+
+    Rows whose engine is not installed are left out (with a line on stderr).
+    """
+    with contextlib.ExitStack() as teardown:
+        commands = start_engines(teardown, runtimes)
+        return {row: median_times(row, by_runtime, runs) for row, by_runtime in commands.items()}
+
+
+def median_times(row, commands, runs):
+    """Median wall time of each of ``commands`` {runtime: callable}, after one warm-up each.
+
+    A runtime whose warm-up fails is left out of the row (with a line on stderr).
+    Runs are interleaved so that drift (caches, page cache, thermal) hits every runtime alike.
+    """
+    working = {}
+    for name, command in commands.items():
+        try:
+            command()
+        except helpers.CommandFailed as error:
+            print(f"leaving {name} out of {row!r}:\n{error}", file=sys.stderr)
+        else:
+            working[name] = command
+    samples = {name: [] for name in working}
+    for _ in range(runs):
+        for name, command in working.items():
+            started = time.perf_counter()
+            command()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def start_engines(teardown, runtimes):
+    """{row: {runtime: callable running `true` once}}; registers every teardown on ``teardown``."""
+    rows = []
+    for row, binaries in ENGINE_BINARIES.items():
+        missing = [binary for binary in binaries if helpers.find_binary(binary) is None]
+        if missing:
+            print(f"skipping {row!r}: not installed: {', '.join(missing)}", file=sys.stderr)
+        else:
+            rows.append(row)
+    if PODMAN not in rows:
+        # The image is built with podman: without it, no engine has anything to run.
+        print("skipping every row: the busybox image is built with podman", file=sys.stderr)
+        return {}
+
+    session = helpers.new_session_dir()
+    teardown.callback(shutil.rmtree, session, ignore_errors=True)
+    teardown.callback(helpers.unmount_under, session)
+    # What the engine helpers read of a runtime: its name and the binary to run.
+    targets = {name: SimpleNamespace(name=name, path=path) for name, path in runtimes.items()}
+    commands = {}
+
+    store = helpers.PodmanStore(session / "podman")
+    teardown.callback(store.close)
+    store.import_image(session / "image")
+    podmans = {name: helpers.Podman(store, target) for name, target in targets.items()}
+    for podman in podmans.values():
+        teardown.callback(podman.cleanup)
+    commands[PODMAN] = {
+        name: lambda podman=podman: podman("run", "--rm", "--network", "none",
+                                           "--runtime", podman.shim.path, helpers.IMAGE, "true")
+        for name, podman in podmans.items()}
+    if rows == [PODMAN]:
+        return commands
+
+    archive = store.save_docker_archive(session / "image" / "busybox.docker.tar")
+    containerd = helpers.ContainerdDaemon(session / "containerd")
+    teardown.callback(containerd.stop)
+    if CTR in rows:
+        ctrs = {name: helpers.Ctr(containerd, target, session / "ctr-root" / name)
+                for name, target in targets.items()}
+        for ctr in ctrs.values():
+            teardown.callback(ctr.cleanup)
+        next(iter(ctrs.values()))("images", "import", archive)
+        container_ids = (f"bench-{index}" for index in itertools.count())
+        commands[CTR] = {
+            name: lambda ctr=ctr: ctr("run", "--rm", *ctr.runtime_args(), helpers.IMAGE,
+                                      next(container_ids), "true")
+            for name, ctr in ctrs.items()}
+    if DOCKER in rows:
+        dockerd = helpers.DockerDaemon(session / "docker", containerd, list(targets.values()))
+        teardown.callback(dockerd.stop)
+        dockerd.docker("load", "-i", archive)
+        dockers = {name: helpers.Docker(dockerd, target) for name, target in targets.items()}
+        for docker in dockers.values():
+            teardown.callback(docker.cleanup)
+        commands[DOCKER] = {
+            name: lambda docker=docker: docker.run("--rm", "--network", "none",
+                                                   helpers.IMAGE, "true")
+            for name, docker in dockers.items()}
+    return commands
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runtime", action="append", dest="runtimes", metavar="PATH",
+                        type=os.path.abspath,
+                        help="a runtime binary (repeatable; default: $OCI_ENGINE_RUNTIMES, "
+                             "else runc and pyoci); the first is the ratios' base")
+    args = parser.parse_args()
+    paths = args.runtimes or helpers.runtimes_under_test()
+    runtimes = {helpers.runtime_id(path): path for path in paths}
+    results = measure_engines(runtimes, args.runs)
+
+    base, *others = runtimes
+    print(f"{'median of ' + str(args.runs):<24}"
+          + "".join(f"{name:>10}" for name in runtimes)
+          + "".join(f"{name + '/' + base:>14}" for name in others))
+    for row, medians in results.items():
+        times = (f"{medians[name] * 1000:>8.0f}ms" if name in medians else f"{'-':>10}"
+                 for name in runtimes)
+        ratios = (f"{medians[name] / medians[base]:>14.2f}" if {name, base} <= medians.keys()
+                  else f"{'-':>14}" for name in others)
+        print(f"{row:<24}" + "".join(times) + "".join(ratios))
+
+
+if __name__ == "__main__":
+    main()
