@@ -1,4 +1,5 @@
 """Commands on a container's cgroups: pause, resume, ps, update, events."""
+import os
 import sys
 
 from pyoci import jsontext, state
@@ -42,11 +43,10 @@ def pids(root, container_id):
 
 def ps_table(container_pids, ps_args):
     """Run the host's ps and keep its header and the container's lines, as runc."""
-    import subprocess
-    result = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ContainerError(f"ps: {result.stderr.strip()}")
-    lines = result.stdout.splitlines()
+    status, out, errors = _run(["ps", *(ps_args or ["-ef"])])
+    if status != 0:
+        raise ContainerError(f"ps: {errors.strip()}")
+    lines = out.splitlines()
     header = lines[0].split()
     if "PID" not in header:
         raise ContainerError("ps: no PID column in its output")
@@ -55,6 +55,32 @@ def ps_table(container_pids, ps_args):
     return "\n".join([lines[0], *(line for line in lines[1:]
                                   if line.split()[column:column + 1] and
                                   line.split()[column] in wanted)]) + "\n"
+
+
+def _run(argv):
+    """(exit status, stdout, stderr) of ARGV, spawned without subprocess,
+    whose import would cost `ps` more than ps(1) itself."""
+    out_read, out_write = os.pipe()
+    errors_read, errors_write = os.pipe()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_DUP2, out_write, 1), (os.POSIX_SPAWN_DUP2, errors_write, 2)])
+    finally:
+        os.close(out_write)
+        os.close(errors_write)
+    try:
+        out, errors = (_read_all(fd).decode(errors="replace") for fd in (out_read, errors_read))
+    finally:
+        os.close(out_read)
+        os.close(errors_read)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), out, errors
+
+
+def _read_all(fd):
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # runc's update flags: flag -> (section, key, parse)

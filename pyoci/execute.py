@@ -11,7 +11,7 @@ import os
 
 from pyoci import jsontext, log, state
 from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
-from pyoci.linux import cgroups
+from pyoci.linux import cgroups, unix
 from pyoci.state import Container
 
 # The /proc/<pid>/ns entry of each namespace type.
@@ -58,9 +58,9 @@ def execute(root, container_id, options):
         console_fd = terminal_end = None
         if proc.terminal:
             if options.console_socket:
-                console_fd = lifecycle.connect_unix(options.console_socket, "console socket")
+                console_fd = unix.connect_unix(options.console_socket, "console socket")
             elif not options.detach:
-                terminal_end, console_end = lifecycle.console_pair()
+                terminal_end, console_end = unix.console_pair()
                 console_fd = console_end.detach()
             else:
                 raise ExecError("cannot allocate a tty for a detached process without a console socket")
@@ -74,14 +74,14 @@ def execute(root, container_id, options):
         manager = _cgroups(container, options.cgroup)
         pidfd_socket_fd = None
         if options.pidfd_socket:
-            pidfd_socket_fd = lifecycle.connect_unix(options.pidfd_socket, "pidfd socket")
+            pidfd_socket_fd = unix.connect_unix(options.pidfd_socket, "pidfd socket")
             fds.append(pidfd_socket_fd)
         pid = processes.spawn_exec(context, manager.add,
                                    lifecycle.seccomp_agent(prepared["seccomp"], container,
                                                            state.RUNNING))
         if pidfd_socket_fd is not None:
-            lifecycle.send_pidfd(pidfd_socket_fd, pid)
-        master = lifecycle.receive_master(terminal_end) if terminal_end is not None else None
+            unix.send_pidfd(pidfd_socket_fd, pid)
+        master = unix.receive_master(terminal_end) if terminal_end is not None else None
     except OSError as exc:
         raise ExecError(errno_text(exc.errno)) from None
     finally:

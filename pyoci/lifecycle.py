@@ -7,9 +7,9 @@ failure undoes it here and a crash is undone by ``delete --force``.
 import _signal  # not `signal`: its enums cost a short command 5 ms of imports
 import os
 
-from pyoci import hooks, jsontext, log, sdnotify, state
+from pyoci import jsontext, log, state
 from pyoci.errors import ContainerError, ExecError, HookError, errno_text
-from pyoci.linux import cgroups, procfs, unix
+from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
 
 
@@ -40,7 +40,8 @@ class CreateOptions:
 
 def create(root, container_id, options):
     """Create the container and leave init waiting on exec.fifo. Returns its Container."""
-    from pyoci import process, spec
+    from pyoci import hooks, process, sdnotify, spec
+    from pyoci.linux import unix
     container = Container(root, container_id)
     config, raw_config = spec.load(options.bundle)
     log.debug(f"create {container_id}: {options.bundle}/config.json is valid "
@@ -84,13 +85,13 @@ def create(root, container_id, options):
             fds.append(state_dir_fd)
         pidfd_socket_fd = None
         if options.pidfd_socket:
-            pidfd_socket_fd = connect_unix(options.pidfd_socket, "pidfd socket")
+            pidfd_socket_fd = unix.connect_unix(options.pidfd_socket, "pidfd socket")
             fds.append(pidfd_socket_fd)
         console_fd = terminal_end = None
         if options.console_socket:
-            console_fd = connect_unix(options.console_socket, "console socket")
+            console_fd = unix.connect_unix(options.console_socket, "console socket")
         elif options.own_terminal and config.process and config.process.terminal:
-            terminal_end, console_end = console_pair()
+            terminal_end, console_end = unix.console_pair()
             console_fd = console_end.detach()
         if console_fd is not None:
             fds.append(console_fd)
@@ -122,9 +123,9 @@ def create(root, container_id, options):
                            seccomp_agent(prepared["seccomp"], container, state.CREATING))
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:
-            container.terminal_master = receive_master(terminal_end)
+            container.terminal_master = unix.receive_master(terminal_end)
         if pidfd_socket_fd is not None:
-            send_pidfd(pidfd_socket_fd, container.record["pid"])
+            unix.send_pidfd(pidfd_socket_fd, container.record["pid"])
         del container.record["creating"]
         container.save()
         if options.pid_file:
@@ -181,6 +182,7 @@ def _later_hooks(config):
 
 
 def _hooks_from_record(container, phase):
+    """The recorded hooks of PHASE; only a container that has some imports their code."""
     raws = (container.record.get("hooks") or {}).get(phase)
     if not raws:
         return []
@@ -192,44 +194,6 @@ def _record_pid(container, pid):
     container.record["pid"] = pid
     container.record["pid_start_time"] = procfs.start_time(pid)
     container.save()
-
-
-def console_pair():
-    return unix.pair(unix.STREAM)
-
-
-def receive_master(sock):
-    try:
-        _, fds = unix.receive_fds(sock, 64, 1)
-    finally:
-        sock.close()
-    if not fds:
-        raise ExecError("container init sent no terminal")
-    return fds[0]
-
-
-def connect_unix(path, what):
-    """An fd connected to the unix socket PATH (a console or pidfd socket)."""
-    try:
-        return unix.connect(path).detach()
-    except OSError as exc:
-        raise ExecError(f"connect to {what} {path}: {errno_text(exc.errno)}") from None
-
-
-def send_pidfd(sock_fd, pid):
-    """A pidfd of PID over the --pidfd-socket (SCM_RIGHTS), as runc 1.2 sends it."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        sock = unix.of_fd(os.dup(sock_fd))
-        try:
-            unix.send_fds(sock, b"pidfd", [pidfd])
-        finally:
-            sock.close()
-    except OSError as exc:
-        raise ExecError(f"send the pidfd of {pid} to the pidfd socket: "
-                        f"{errno_text(exc.errno)}") from None
-    finally:
-        os.close(pidfd)
 
 
 def seccomp_agent(seccomp_filter, container, status):
@@ -278,8 +242,11 @@ def _start(container, hooks_cwd=None):
         raise ContainerError(f"cannot start an already {status} container")
     if not container.record.get("has_process", True):
         raise ContainerError("cannot start a container with no process (process is not set in config.json)")
-    host_notify_socket = sdnotify.host_socket() if container.record.get("notify") else None
-    listener = sdnotify.Listener(container.dir) if host_notify_socket else None
+    host_notify_socket = listener = None
+    if container.record.get("notify"):
+        from pyoci import sdnotify
+        host_notify_socket = sdnotify.host_socket()
+        listener = sdnotify.Listener(container.dir) if host_notify_socket else None
     try:
         _release_and_run_poststart(container, hooks_cwd)
         if listener is not None:
@@ -303,9 +270,13 @@ def _release_and_run_poststart(container, hooks_cwd):
         # destroy the container and run the poststop hooks.
         _delete(container, force=True, hooks_cwd=hooks_cwd)
         raise
+    poststart = _hooks_from_record(container, "poststart")
+    if not poststart:
+        return
+    from pyoci import hooks
     try:
-        hooks.run(_hooks_from_record(container, "poststart"), container.hook_state(state.RUNNING),
-                  "poststart", cwd=container.record["bundle"])  # as runc, in the bundle
+        hooks.run(poststart, container.hook_state(state.RUNNING), "poststart",
+                  cwd=container.record["bundle"])  # as runc, in the bundle
     except HookError:
         _delete(container, force=True, hooks_cwd=hooks_cwd)
         raise
@@ -430,8 +401,10 @@ def _delete(container, force, hooks_cwd=None):
 
 
 def _run_poststop(container, cwd=None):
-    hooks.run_all_warning(_hooks_from_record(container, "poststop"),
-                          container.hook_state(state.STOPPED), "poststop", cwd)
+    poststop = _hooks_from_record(container, "poststop")
+    if poststop:
+        from pyoci import hooks
+        hooks.run_all_warning(poststop, container.hook_state(state.STOPPED), "poststop", cwd)
 
 
 def _wait_pidfd(pidfd):

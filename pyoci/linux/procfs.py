@@ -62,6 +62,14 @@ def mount_table(path="/proc/self/mountinfo"):
         for line in f:
             fields = line.split()
             separator = fields.index("-")
-            table.append((fields[4].encode().decode("unicode_escape"),
-                          fields[separator + 1], fields[separator + 3]))
+            table.append((_unescape(fields[4]), fields[separator + 1], fields[separator + 3]))
     return table
+
+
+def _unescape(field):
+    """A mountinfo field with the kernel's escapes (\\040 for a space, of
+    space, tab, newline and backslash) undone."""
+    if "\\" not in field:
+        return field
+    first, *escaped = field.split("\\")
+    return first + "".join(chr(int(part[:3], 8)) + part[3:] for part in escaped)

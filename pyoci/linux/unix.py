@@ -3,7 +3,10 @@ the built-in _socket: importing `socket` (its IntEnums, selectors, array)
 would cost every create about 5 ms. Sockets are close-on-exec, as Python
 makes them; received descriptors are not (as socket.recv_fds)."""
 import _socket
+import os
 import sys
+
+from pyoci.errors import ExecError, errno_text
 
 STREAM = _socket.SOCK_STREAM
 DGRAM = _socket.SOCK_DGRAM
@@ -48,3 +51,43 @@ def receive_fds(sock, size, max_fds):
             fds += [int.from_bytes(payload[at:at + _FD_SIZE], sys.byteorder)
                     for at in range(0, whole, _FD_SIZE)]
     return data, fds
+
+
+def console_pair():
+    """The runtime's and init's ends of the socket a terminal's master comes over."""
+    return pair(STREAM)
+
+
+def receive_master(sock):
+    """The terminal master fd init sends over SOCK, which is then closed."""
+    try:
+        _, fds = receive_fds(sock, 64, 1)
+    finally:
+        sock.close()
+    if not fds:
+        raise ExecError("container init sent no terminal")
+    return fds[0]
+
+
+def connect_unix(path, what):
+    """An fd connected to the unix socket PATH (a console or pidfd socket)."""
+    try:
+        return connect(path).detach()
+    except OSError as exc:
+        raise ExecError(f"connect to {what} {path}: {errno_text(exc.errno)}") from None
+
+
+def send_pidfd(sock_fd, pid):
+    """A pidfd of PID over the --pidfd-socket (SCM_RIGHTS), as runc 1.2 sends it."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        sock = of_fd(os.dup(sock_fd))
+        try:
+            send_fds(sock, b"pidfd", [pidfd])
+        finally:
+            sock.close()
+    except OSError as exc:
+        raise ExecError(f"send the pidfd of {pid} to the pidfd socket: "
+                        f"{errno_text(exc.errno)}") from None
+    finally:
+        os.close(pidfd)
