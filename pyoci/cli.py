@@ -14,7 +14,6 @@ import sys
 
 from pyoci import log
 from pyoci.errors import ConfigError, PyociError, describe
-from pyoci.linux import cgroups
 
 BOOL, VALUE, INT, LIST = "bool", "value", "int", "list"
 
@@ -304,6 +303,11 @@ def _command_help(name, command, flags):
             + (f"\nflags:\n{_flag_lines(flags)}" if flags else ""))
 
 
+def _start_migrations_early():
+    from pyoci.linux import cgroups
+    cgroups.start_migrations_early()
+
+
 def _create_options(args):
     from pyoci.lifecycle import CreateOptions
     return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
@@ -319,13 +323,13 @@ def _print_json(value, indent=None):
 
 
 def cmd_create(args):
-    cgroups.start_migrations_early()
+    _start_migrations_early()
     from pyoci import lifecycle
     lifecycle.create(args.root, args.id, _create_options(args))
 
 
 def cmd_run(args):
-    cgroups.start_migrations_early()
+    _start_migrations_early()
     from pyoci import lifecycle
     return lifecycle.run(args.root, args.id, _create_options(args), detach=args.detach,
                          keep=args.keep)
@@ -374,7 +378,7 @@ def cmd_spec(args):
 
 
 def cmd_exec(args):
-    cgroups.start_migrations_early()
+    _start_migrations_early()
     from pyoci.execute import ExecOptions, execute
     options = ExecOptions(
         process_file=args.process, args=args.program, tty=args.tty, detach=args.detach,

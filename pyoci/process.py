@@ -68,6 +68,10 @@ class _Fork:
 
     def __init__(self, context, stage):
         syscalls = sc.syscalls()  # load the shim before fork, once.
+        # Import init's code now: after the uid switch into a user namespace,
+        # or after pivot_root, the host's Python files may be out of reach
+        # (and a forked child importing it would copy every page it touches).
+        from pyoci import init
         self.sock, child_sock = sync.channel()
         context.sync_sock = child_sock
         syscalls.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -75,7 +79,7 @@ class _Fork:
         self.stage_pid = os.fork()
         if self.stage_pid == 0:
             self.sock.close()
-            _child(child_sock, lambda: stage(syscalls, context, _import_init()))
+            _child(child_sock, lambda: stage(syscalls, context, init))
         child_sock.close()
         self.pid = None
 
@@ -232,14 +236,6 @@ def _write_oom_score_adj(pid, value):
             f.write(str(value))
     except OSError as exc:
         raise ExecError(f"set oom_score_adj to {value}: {exc.strerror.lower()}") from None
-
-
-def _import_init():
-    """init's code, imported by the forked stage while the runtime places it
-    in its cgroups, and before it enters any namespace: after a uid switch
-    or pivot_root the host's Python files may be out of reach."""
-    from pyoci import init
-    return init
 
 
 def _child(sock, body):
