@@ -90,10 +90,9 @@ class _Fork:
         sync.send(self.sock, sync.GO)
 
     def receive_pid(self):
-        """The final process's pid (host view); the stage has then exited."""
+        """The final process's pid (host view). The stage exits then; it is
+        reaped once the spawn is done, so that its exit overlaps init's work."""
         self.pid = sync.receive(self.sock, sync.INIT_PID)["pid"]
-        _reap(self.stage_pid)
-        self.stage_pid = None
         return self.pid
 
     def wait_for_exec(self, on_seccomp_listener=None):
@@ -117,6 +116,8 @@ class _Fork:
             for pid in (self.stage_pid, self.pid):
                 if pid:
                     kill_and_reap(pid)
+        else:
+            _reap(self.stage_pid)
         return False
 
 

@@ -492,3 +492,18 @@ def test_update_of_device_rules_changes_only_what_differs(tmp_path):
         runtime.run("update", "--resources", "-", container_id, input=json.dumps(wider))
         assert (sub / "devices.list").read_text() == before
         assert "c 1:11 w" in (sub.parent / "devices.list").read_text()
+
+
+def test_early_migration_leaves_the_runtime_where_it_was(monkeypatch):
+    """cgroups.start_migrations_early's no-op: our own process, into the
+    cgroup it is in, by a write the kernel accepts."""
+    from pyoci.linux import cgroups
+    before = Path("/proc/self/cgroup").read_text()
+    writes = []
+    real_write = cgroups.os.write
+    monkeypatch.setattr(cgroups.os, "write", lambda fd, data: writes.append(
+        (os.readlink(f"/proc/self/fd/{fd}"), real_write(fd, data))))
+    cgroups._migrate_into_own_cgroup()
+    assert Path("/proc/self/cgroup").read_text() == before
+    [(procs_file, written)] = writes
+    assert procs_file.endswith("/cgroup.procs") and written == 1

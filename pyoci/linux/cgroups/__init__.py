@@ -67,10 +67,10 @@ def start_migrations_early():
 def _migrate_into_own_cgroup():
     for key, path in own_cgroups().items():
         roots = ((CGROUP_ROOT + "/" + UNIFIED, CGROUP_ROOT) if key == UNIFIED_KEY
-                 else (CGROUP_ROOT + "/" + key,))
+                 else (CGROUP_ROOT + "/" + key.removeprefix("name="),))
         for root in roots:
             try:
-                fd = os.open(f"{root}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+                fd = os.open(f"{root}{path.rstrip('/')}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
