@@ -185,6 +185,8 @@ def parse(argv):
     if command is None:
         raise _usage("pyoci", f"no such command: {name}")
     flags = command.flags() if callable(command.flags) else command.flags
+    for flag in flags:  # a command's own flag wins over a global one of its name
+        setattr(args, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
     prog = f"pyoci {name}"
     words = []
     takes_rest = command.positionals[-1:] != () and command.positionals[-1].endswith("...")
@@ -207,9 +209,6 @@ def parse(argv):
             words.append(word)
             index += 1
     _fill_positionals(command.positionals, words, args, prog)
-    for flag in flags:
-        if not hasattr(args, flag.dest):
-            setattr(args, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
     return args
 
 
@@ -251,11 +250,7 @@ def _parse_flag(argv, index, flags, args, prog):
         index += 1
         text = argv[index]
     if flag.kind == LIST:
-        values = getattr(args, flag.dest, None)
-        if values is None:
-            values = []
-            setattr(args, flag.dest, values)
-        values.append(text)
+        getattr(args, flag.dest).append(text)
     else:
         setattr(args, flag.dest, flag.value(text, prog))
     return index + 1

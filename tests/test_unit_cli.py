@@ -392,6 +392,13 @@ def test_exec_and_ps_pass_what_follows_the_id_on():
     assert parse(["ps", "-f", "json", "x"]).format == "json"
 
 
+def test_a_commands_flag_wins_over_the_global_one_of_its_name():
+    from pyoci.cli import parse
+    assert parse(["--rootless", "true", "spec"]).rootless is False
+    assert parse(["--rootless", "true", "spec", "--rootless"]).rootless is True
+    assert parse(["--rootless", "true", "create", "x"]).rootless is True
+
+
 def test_update_flags_come_from_control():
     from pyoci.cli import parse
     from pyoci.control import UPDATE_FLAGS
