@@ -63,7 +63,8 @@ def lean_launcher(python, editable):
         return json.loads(subprocess.run(
             [python, *flags, "-c", "import json, sys; print(json.dumps(sys.path))"],
             check=True, capture_output=True, text=True).stdout)
-    paths = [path for path in sys_path("-I") if path not in sys_path("-I", "-S")]
+    standard = sys_path("-I", "-S")
+    paths = [path for path in sys_path("-I") if path not in standard]
     source = os.path.dirname(os.path.abspath(__file__))
     if editable and source not in paths:
         paths.append(source)

@@ -12,7 +12,7 @@ argparse with what it imports costs more than the whole of such a command.
 """
 import sys
 
-from pyoci import log
+from pyoci import jsontext, log
 from pyoci.errors import ConfigError, PyociError, describe
 
 BOOL, VALUE, INT, LIST = "bool", "value", "int", "list"
@@ -71,9 +71,9 @@ def _bool_or_auto(text, flag, prog):
     """runc's --rootless: Go's boolean spellings, or auto (None)."""
     if text == "auto":
         return None
-    if text in _GO_TRUE or text in _GO_FALSE:
-        return text in _GO_TRUE
-    raise _usage(prog, f"invalid {flag} value {text!r}: true, false or auto")
+    if text not in _GO_TRUE + _GO_FALSE:
+        raise _usage(prog, f"invalid {flag} value {text!r}: true, false or auto")
+    return _go_bool(text, flag, prog)
 
 
 GLOBAL_FLAGS = (
@@ -177,7 +177,7 @@ def _usage(prog, message):
 def parse(argv):
     """ARGV (without the program name) to Arguments; a PyociError if malformed."""
     args = Arguments()
-    index = _parse_flags(argv, 0, GLOBAL_FLAGS, args, "pyoci", top_level=True)
+    index = _parse_global_flags(argv, args)
     if index == len(argv):
         raise _usage("pyoci", "no command given (pyoci --help lists them)")
     args.command = name = argv[index]
@@ -185,11 +185,10 @@ def parse(argv):
     if command is None:
         raise _usage("pyoci", f"no such command: {name}")
     flags = command.flags() if callable(command.flags) else command.flags
-    for flag in flags:  # a command's own flag wins over a global one of its name
-        setattr(args, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
+    _set_defaults(flags, args)  # a command's own flag wins over a global one of its name
     prog = f"pyoci {name}"
     words = []
-    takes_rest = command.positionals[-1:] != () and command.positionals[-1].endswith("...")
+    takes_rest = any(positional.endswith("...") for positional in command.positionals)
     rest_starts = len(command.positionals) - 1
     index += 1
     while index < len(argv):
@@ -212,23 +211,28 @@ def parse(argv):
     return args
 
 
-def _parse_flags(argv, index, flags, args, prog, top_level=False):
-    """The global flags, up to the command's name."""
+def _set_defaults(flags, args):
     for flag in flags:
-        setattr(args, flag.dest, flag.default)
+        setattr(args, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
+
+
+def _parse_global_flags(argv, args):
+    """The global flags, up to the command's name; the index of the name."""
+    _set_defaults(GLOBAL_FLAGS, args)
+    index = 0
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
         word = argv[index]
         if word == "--":
             return index + 1
-        if top_level and word in ("-h", "--help"):
+        if word in ("-h", "--help"):
             sys.stdout.write(_top_help())
             raise _Done
-        if top_level and word in ("-v", "--version"):
+        if word in ("-v", "--version"):
             from pyoci import OCI_VERSION, __version__
             sys.stdout.write(f"pyoci version {__version__}\nspec: {OCI_VERSION}\n"
                              f"python: {sys.version.split()[0]}\n")
             raise _Done
-        index = _parse_flag(argv, index, flags, args, prog)
+        index = _parse_flag(argv, index, GLOBAL_FLAGS, args, "pyoci")
     return index
 
 
@@ -236,9 +240,7 @@ def _parse_flag(argv, index, flags, args, prog):
     """Take the flag at ARGV[INDEX] (and its value); the index after them."""
     word = argv[index]
     name, equals, text = word.lstrip("-").partition("=")
-    dashes = "--" if len(name) > 1 else "-"
-    flag = next((f for f in flags if dashes + name in f.names
-                 or "-" + name in f.names or "--" + name in f.names), None)
+    flag = next((f for f in flags if "-" + name in f.names or "--" + name in f.names), None)
     if flag is None or word.startswith("---"):
         raise _usage(prog, f"flag provided but not defined: {word.partition('=')[0]}")
     if flag.kind == BOOL:
@@ -267,8 +269,7 @@ def _fill_positionals(positionals, words, args, prog):
         elif optional:
             setattr(args, name, default)
         else:
-            raise _usage(prog, f"missing the container {name.replace('_', ' ')}"
-                         if name == "id" else f"missing {name}")
+            raise _usage(prog, "missing the container id" if name == "id" else f"missing {name}")
     if len(words) > len(positionals):
         raise _usage(prog, f"unexpected argument: {words[len(positionals)]}")
 
@@ -313,7 +314,6 @@ def _create_options(args):
 
 
 def _print_json(value, indent=None):
-    from pyoci import jsontext
     sys.stdout.write(jsontext.dumps(value, indent) + "\n")
 
 

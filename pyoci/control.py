@@ -194,20 +194,23 @@ def events(root, container_id, interval, stats_only, out=sys.stdout):
     if container.status() == state.STOPPED:
         raise ContainerError("container not running")
     if stats_only:
-        # Compact, as Go's encoder writes it: engines parse it line by line.
-        out.write(jsontext.dumps(stats_event(container)) + "\n")
+        _write_event(out, stats_event(container))
         return
     paths = container.record["cgroup_paths"]
     seen_ooms = oom_kills(paths)
     while container.status() != state.STOPPED:
         ooms = oom_kills(paths)
         if ooms > seen_ooms:
-            out.write(jsontext.dumps({"type": "oom", "id": container.id}) + "\n")
+            _write_event(out, {"type": "oom", "id": container.id})
             seen_ooms = ooms
-        # Compact, as Go's encoder writes it: engines parse it line by line.
-        out.write(jsontext.dumps(stats_event(container)) + "\n")
+        _write_event(out, stats_event(container))
         out.flush()
         time.sleep(interval)
+
+
+def _write_event(out, event):
+    """One line of compact JSON, as Go's encoder writes it: engines parse it line by line."""
+    out.write(jsontext.dumps(event) + "\n")
 
 
 def parse_interval(text):

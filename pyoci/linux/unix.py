@@ -9,7 +9,6 @@ import sys
 from pyoci.errors import ExecError, errno_text
 
 STREAM = _socket.SOCK_STREAM
-DGRAM = _socket.SOCK_DGRAM
 SEQPACKET = _socket.SOCK_SEQPACKET
 _FD_SIZE = 4  # a C int
 
