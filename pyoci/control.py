@@ -8,11 +8,11 @@ from pyoci.linux import cgroups
 from pyoci.state import Container
 
 
-def _manager(container):
+def _manager(container, limits=False):
     paths = container.record.get("cgroup_paths")
     if not paths:
         raise ContainerError(f"container {container.id} has no cgroups")
-    return cgroups.from_record(container.record)
+    return cgroups.from_record(container.record, limits)
 
 
 def pause(root, container_id):
@@ -148,7 +148,7 @@ def update(root, container_id, resources_source, flags):
         validate_config({"ociVersion": "1.0.0", "linux": {"resources": resources}})
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config.json: linux.", "", 1)) from None
-    manager = _manager(container)
+    manager = _manager(container, limits=True)
     memory = resources.get("memory") or {}
     if memory.get("checkBeforeUpdate") and memory.get("limit", -1) > 0:
         usage = manager.stats().get("memory", {}).get("usage", {}).get("usage", 0)
@@ -182,7 +182,7 @@ def _remember(container, resources):
 
 
 def stats_event(container):
-    return {"type": "stats", "id": container.id, "data": _manager(container).stats()}
+    return {"type": "stats", "id": container.id, "data": _manager(container, limits=True).stats()}
 
 
 def events(root, container_id, interval, stats_only, out=sys.stdout):

@@ -159,7 +159,7 @@ def _cgroups(container, cgroup_args):
         if not os.path.isdir(directory):
             raise ExecError(f"--cgroup {sub_path}: {directory} does not exist")
         paths[key] = directory
-    return cgroups.from_paths(paths)
+    return cgroups.Cgroups(paths)
 
 
 def sub_cgroup_paths(cgroup_args, paths):

@@ -5,7 +5,7 @@ One directory per container under the root (default /run/pyoci):
     <root>/<id>/state.json   what create recorded (written via temp + rename)
     <root>/<id>/config.json  the config it was created from (for exec)
     <root>/<id>/exec.fifo    present from create until start
-    <root>/<id>/lock         flock()ed by every command acting on the id
+    <root>/<id>/lock         locked (lockf) by every command acting on the id
 
 The status is never read back from disk: a container is ``stopped`` when its
 init process is gone, a zombie, or a different process with the same pid
@@ -127,10 +127,11 @@ class Container:
         self.lock()
 
     def lock(self):
-        """Hold an exclusive lock on the container until this process exits."""
-        import fcntl  # here: state and list never lock
+        """Hold an exclusive lock on the container until this process exits.
+        A record lock (os.lockf, not fcntl's flock: one extension module
+        less to load) belongs to the process, so children never hold it."""
         fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.lockf(fd, os.F_LOCK, 0)
         self._lock_fd = fd
 
     def lock_existing(self):

@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from pyoci.errors import ExecError
 from pyoci.linux import cgroups, procfs
-from pyoci.linux.cgroups import (HYBRID, LEGACY, UNIFIED, UNIFIED_KEY, container_cgroup,
-                                 detect_mode, from_paths)
+from pyoci.linux.cgroups import (HYBRID, LEGACY, UNIFIED, UNIFIED_KEY, Cgroups, container_cgroup,
+                                 detect_mode, from_paths, from_record)
 from pyoci.linux.cgroups import v1, v2
 
 
@@ -438,6 +438,33 @@ class TestFromPaths:
         for manager in (v2.Manager(str(tmp_path / "a")),
                         v1.Manager({"cpu": str(tmp_path / "c"), "pids": str(tmp_path / "p")})):
             assert from_paths(manager.paths).paths == manager.paths
+
+
+class TestFromRecord:
+    """What later commands get: the directories alone, with no driver
+    module loaded, unless they set or read limits."""
+
+    def test_without_limits_no_driver(self, tmp_path):
+        record = {"id": "c", "cgroup_paths": {UNIFIED_KEY: str(tmp_path)}}
+        light = from_record(record)
+        assert type(light) is Cgroups and light.paths == record["cgroup_paths"]
+        assert isinstance(from_record(record, limits=True), v2.Manager)
+
+    def test_freeze_v2_waits_for_the_event(self, tmp_path):
+        (tmp_path / "cgroup.events").write_text("populated 1\nfrozen 1\n")
+        Cgroups({UNIFIED_KEY: str(tmp_path)}).freeze(True)
+        assert (tmp_path / "cgroup.freeze").read_text() == "1"
+
+    def test_freeze_v1_writes_the_freezer(self, tmp_path):
+        recorded = Cgroups({"freezer": str(tmp_path), "memory": str(tmp_path / "m")})
+        recorded.freeze(True)
+        assert (tmp_path / "freezer.state").read_text() == "FROZEN" and recorded.frozen()
+        recorded.freeze(False)
+        assert not recorded.frozen()
+
+    def test_no_freezer_is_one_line(self, tmp_path):
+        with pytest.raises(ExecError, match="the freezer cgroup controller is not available"):
+            Cgroups({"memory": str(tmp_path)}).freeze(True)
 
 
 def test_pids_below_a_cgroup_and_remove_dir(tmp_path):

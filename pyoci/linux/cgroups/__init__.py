@@ -122,7 +122,8 @@ def _cgroupfs_manager(cgroups_path, container_id, root):
 
 
 def from_paths(paths):
-    """The cgroupfs manager of directories {key: directory}."""
+    """The cgroupfs manager of directories {key: directory}, able to set and
+    read limits."""
     from pyoci.linux.cgroups import v1, v2
     if list(paths) == [UNIFIED_KEY]:
         return v2.Manager(paths[UNIFIED_KEY])
@@ -146,10 +147,64 @@ def frozen(paths):
         return False
 
 
-def from_record(record):
-    """The manager of a container's cgroups, from what create recorded:
-    'cgroup_paths' ({key: directory}) and, with systemd, 'systemd_unit'."""
-    fs = from_paths(record["cgroup_paths"])
+class Cgroups:
+    """A container's cgroup directories ({key: directory}, v1 or v2) and
+    what every command after create does with them: add a process, list,
+    freeze, remove. v1's and v2's managers add making them and their
+    limits; exec, pause, ps, kill --all and delete need neither, nor
+    those modules' imports."""
+
+    def __init__(self, paths):
+        self.paths = dict(paths)
+
+    def _leave_out(self, directory, exc):
+        """Whether a refusal to join DIRECTORY is fine: a rootless manager's call."""
+        return False
+
+    def add(self, pid):
+        for directory in directories(self.paths):
+            add_process(directory, pid, self._leave_out)
+
+    def pids(self):
+        """Every process in the container's cgroup."""
+        key = "pids" if "pids" in self.paths else next(iter(self.paths), None)
+        return pids_below(self.paths[key]) if key is not None else []
+
+    def freeze(self, frozen):
+        """Freeze or thaw, and wait until the kernel has got there: v2's
+        cgroup.events says so, v1's freezer.state reads FROZEN or THAWED."""
+        if list(self.paths) == [UNIFIED_KEY]:
+            directory = self.paths[UNIFIED_KEY]
+            write_file(directory, "cgroup.freeze", "1" if frozen else "0")
+            wanted = f"frozen {int(frozen)}"
+            wait_for(lambda: wanted in _read(os.path.join(directory, "cgroup.events")).splitlines(),
+                     wanted)
+            return
+        freezer = self.paths.get("freezer")
+        if freezer is None:
+            from pyoci.errors import ExecError
+            raise ExecError("the freezer cgroup controller is not available on this host")
+        wanted = "FROZEN" if frozen else "THAWED"
+        write_file(freezer, "freezer.state", wanted)
+        wait_for(lambda: _read(os.path.join(freezer, "freezer.state")).strip() == wanted,
+                 f"freezer.state {wanted}")
+
+    def frozen(self):
+        return frozen(self.paths)
+
+    def destroy(self, owned=None):
+        """Remove the directories, only those in OWNED if given (what create made)."""
+        for directory in directories(self.paths):
+            if owned is None or directory in owned:
+                remove_dir(directory)
+
+
+def from_record(record, limits=False):
+    """The cgroups of a container, from what create recorded:
+    'cgroup_paths' ({key: directory}) and, with systemd, 'systemd_unit'.
+    LIMITS: also set and read limits (update, events)."""
+    paths = record["cgroup_paths"]
+    fs = from_paths(paths) if limits else Cgroups(paths)
     unit = record.get("systemd_unit")
     if unit is None:
         return fs
@@ -198,6 +253,11 @@ NOT_OURS = (errno.EACCES, errno.EPERM, errno.EROFS)
 def write_file(directory, name, value):
     with open(os.path.join(directory, name), "w") as f:
         f.write(value)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
 
 
 def wait_for(condition, what, timeout=10.0):

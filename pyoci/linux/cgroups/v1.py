@@ -5,10 +5,8 @@ import errno
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, container_cgroup, directories,
-                                 frozen,
-                                 make_dir, own_cgroups, pids_below, remove_dir, wait_for,
-                                 write_file)
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, Cgroups, container_cgroup, directories,
+                                 make_dir, own_cgroups, remove_dir, write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 from pyoci.linux.procfs import mount_table
 
@@ -37,9 +35,9 @@ def hierarchies(root):
     return result
 
 
-class Manager:
+class Manager(Cgroups):
     def __init__(self, paths):
-        self.paths = dict(paths)
+        super().__init__(paths)
         self.rootless = False
         self.may_skip = False  # rootless without a cgroupsPath: see manager_for
         self.skipped = set()  # the keys of hierarchies left out
@@ -140,35 +138,9 @@ class Manager:
                     _refuse_write(*retry_period, exc)
                 retry_period = None
 
-    def add(self, pid):
-        for directory in directories(self.paths):
-            add_process(directory, pid, self._leave_out)
-
-    def pids(self):
-        """Every process in the container's cgroup."""
-        key = "pids" if "pids" in self.paths else next(iter(self.paths), None)
-        return pids_below(self.paths[key]) if key is not None else []
-
-    def freeze(self, frozen):
-        """FROZEN or THAWED, and wait until the kernel has got there."""
-        freezer = self.paths.get("freezer")
-        if freezer is None:
-            raise ExecError("the freezer cgroup controller is not available on this host")
-        wanted = "FROZEN" if frozen else "THAWED"
-        write_file(freezer, "freezer.state", wanted)
-        wait_for(lambda: _read_state(freezer) == wanted, f"freezer.state {wanted}")
-
     def stats(self):
         from pyoci.linux.cgroups.stats import v1_stats
         return v1_stats(self.paths)
-
-    def frozen(self):
-        return frozen(self.paths)
-
-    def destroy(self, owned=None):
-        for directory in directories(self.paths):
-            if owned is None or directory in owned:
-                remove_dir(directory)
 
 
 def _refuse_write(directory, name, value, exc):
@@ -192,11 +164,6 @@ def _make_cpuset(directory):
             with open(os.path.join(parent, name)) as f:
                 value = f.read().strip()
             write_file(path, name, value)
-
-
-def _read_state(freezer):
-    with open(f"{freezer}/freezer.state") as f:
-        return f.read().strip()
 
 
 def _memory_order(writes, memory_dir):

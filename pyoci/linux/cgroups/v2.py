@@ -3,16 +3,16 @@ import os
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, add_process, frozen, make_dir, own_cgroups,
-                                 pids_below, remove_dir, wait_for, write_file)
+from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, Cgroups, make_dir, own_cgroups, remove_dir,
+                                 write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
-class Manager:
+class Manager(Cgroups):
     def __init__(self, directory, root="/sys/fs/cgroup"):
+        super().__init__({UNIFIED_KEY: directory})
         self.directory = directory
         self.root = root
-        self.paths = {UNIFIED_KEY: directory}
         self.rootless = False
         self.may_skip = False  # rootless without a cgroupsPath: see manager_for
         self.refusal = None  # why the cgroup was left out (rootless)
@@ -119,32 +119,6 @@ class Manager:
             except OSError as exc:
                 raise ExecError(f"enable {request} in {directory}: {errno_text(exc.errno)}") from None
 
-    def add(self, pid):
-        if self.paths:
-            add_process(self.directory, pid, self._leave_out)
-
-    def pids(self):
-        return pids_below(self.directory) if self.paths else []
-
-    def freeze(self, frozen):
-        """cgroup.freeze, then wait for cgroup.events to say it is done."""
-        write_file(self.directory, "cgroup.freeze", "1" if frozen else "0")
-        wanted = f"frozen {int(frozen)}"
-        wait_for(lambda: wanted in _read(os.path.join(self.directory, "cgroup.events")).splitlines(),
-                 wanted)
-
     def stats(self):
         from pyoci.linux.cgroups.stats import v2_stats
         return v2_stats(self.directory)
-
-    def frozen(self):
-        return frozen(self.paths)
-
-    def destroy(self, owned=None):
-        if owned is None or self.directory in owned:
-            remove_dir(self.directory)
-
-
-def _read(path):
-    with open(path) as f:
-        return f.read()
