@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,8 +112,9 @@ class Runtime:
         self.argv = [*prefix, command] + (["--root", str(root)] if pass_root else [])
         self.container_ids = set()
 
-    def run(self, *args, check=True, input=None, timeout=COMMAND_TIMEOUT, cwd=None):
+    def run(self, *args, check=True, input=None, timeout=COMMAND_TIMEOUT, cwd=None, env=None):
         """Run the runtime with ``args``; returns a CompletedProcess with text output.
+        ENV adds to our environment.
 
         Output goes through temporary files, not pipes: a container created
         without a terminal inherits the runtime's stdio and would hold pipes
@@ -123,7 +125,8 @@ class Runtime:
             completed = subprocess.run(
                 argv, input=None if input is None else input.encode(),
                 stdin=subprocess.DEVNULL if input is None else None,
-                stdout=stdout, stderr=stderr, timeout=timeout, cwd=cwd)
+                stdout=stdout, stderr=stderr, timeout=timeout, cwd=cwd,
+                env=None if env is None else {**os.environ, **env})
             completed.stdout = _read_text(stdout)
             completed.stderr = _read_text(stderr)
         if check and completed.returncode != 0:
@@ -283,7 +286,8 @@ class Probe:
 
 
 class LeakCheck:
-    """What a runtime can leave on the host: cgroups, mounts, state files, processes.
+    """What a runtime can leave on the host: cgroups, mounts, state files,
+    processes, network namespaces.
 
     Other work may share the host, so only cgroups and mounts whose names
     mention this test's containers or directories count.  While the check is
@@ -291,6 +295,9 @@ class LeakCheck:
     abandons become our children and can be found.  Container processes that
     exit stay zombies until leftovers() or close() reaps them; they have
     exited all the same, so the runtime must report their containers stopped.
+    Those of a container's pid namespace are reaped at once, as an engine's
+    shim reaps them: the namespace's init cannot finish exiting (nor a
+    runtime waiting for it return) while one is left.
     """
 
     def __init__(self, runtime, *directories):
@@ -302,6 +309,19 @@ class LeakCheck:
         self.cgroups = _cgroup_dirs()
         self.mounts = _mount_table()
         self.state_files = _files_under(runtime.root)
+        self.network_namespaces = _network_namespaces()
+        self._stop_reaping = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_other_namespaces, daemon=True)
+        self._reaper.start()
+
+    def _reap_other_namespaces(self):
+        while not self._stop_reaping.wait(POLL_INTERVAL):
+            for pid in _zombie_children():
+                if len(_namespace_pids(pid)) > 1:  # never one of our own commands
+                    try:
+                        os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        pass  # leftovers() was first
 
     def leftovers(self):
         """What appeared since the snapshot, by kind; empty when nothing did."""
@@ -310,6 +330,7 @@ class LeakCheck:
             "mounts": self._ours(_mount_table() - self.mounts),
             "state files": sorted(_files_under(self.runtime.root) - self.state_files),
             "processes": [_describe(pid) for pid in self._new_children()],
+            "network namespaces": sorted(_network_namespaces() - self.network_namespaces),
         }
         return {kind: items for kind, items in found.items() if items}
 
@@ -322,6 +343,8 @@ class LeakCheck:
         return [pid for pid in _live_children() if pid not in self.children]
 
     def close(self):
+        self._stop_reaping.set()
+        self._reaper.join()
         for pid in self._new_children():
             os.kill(pid, 9)
             os.waitpid(pid, 0)
@@ -343,14 +366,30 @@ def _mount_table():
         return set(mountinfo)
 
 
+def _network_namespaces():
+    """Every network namespace a process is in or a mount pins (an nsfs
+    bind mount: `ip netns add`'s /run/netns/NAME)."""
+    found = set()
+    for link in Path("/proc").glob("[0-9]*/ns/net"):
+        try:
+            found.add(os.readlink(link))
+        except OSError:  # exited meanwhile
+            continue
+    for line in _mount_table():
+        fields = line.split()
+        fs_type = fields[fields.index("-") + 1]
+        if fs_type == "nsfs" and fields[3].startswith("net:"):
+            found.add(fields[3].lstrip("/"))
+    return found
+
+
 def _files_under(root):
     return {str(path) for path in Path(root).rglob("*")}
 
 
-def _live_children():
-    """Our children still alive, after reaping the dead ones (orphans end up here)."""
+def _children():
+    """(pid, state letter) of each of our children."""
     me = os.getpid()
-    children = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
             stat = stat_file.read_text()
@@ -358,13 +397,37 @@ def _live_children():
             continue
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) != me:
-            continue
-        pid = int(stat_file.parent.name)
-        if state == "Z":
-            os.waitpid(pid, 0)
-        else:
+        if int(ppid) == me:
+            yield int(stat_file.parent.name), state
+
+
+def _zombie_children():
+    return [pid for pid, state in _children() if state == "Z"]
+
+
+def _namespace_pids(pid):
+    """PID's pid in each pid namespace it is in, ours first (status's NSpid)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return line.split()[1:]
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # reaped meanwhile
+    return []
+
+
+def _live_children():
+    """Our children still alive, after reaping the dead ones (orphans end up here)."""
+    children = []
+    for pid, state in _children():
+        if state != "Z":
             children.append(pid)
+            continue
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # the reaper thread was first
     return children
 
 

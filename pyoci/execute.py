@@ -82,6 +82,7 @@ def execute(root, container_id, options):
         if pidfd_socket_fd is not None:
             unix.send_pidfd(pidfd_socket_fd, pid)
         master = unix.receive_master(terminal_end) if terminal_end is not None else None
+        log.fault_point("exec:executed")
     except OSError as exc:
         raise ExecError(errno_text(exc.errno)) from None
     finally:

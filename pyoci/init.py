@@ -52,8 +52,6 @@ def run(syscalls, context):
     hooks.run(config.hooks.create_container, state, "createContainer", cwd=config.root_path,
               env=hook_env)
 
-    if config.hooks.start_container:
-        import subprocess  # noqa: F401 - hooks need it after pivot_root hides the host
     if own_mounts:
         log.debug("init: entering the root filesystem by "
                   + ("MS_MOVE and chroot (--no-pivot)" if context.no_pivot else "pivot_root"))

@@ -34,6 +34,11 @@ def loads(text):
         value, end = _scan(text, start)
     except StopIteration as stop:
         _fail("Expecting value", text, stop.value)
+    except SystemError:
+        # The scanner raises its other errors as json.decoder's
+        # JSONDecodeError, but finds it only once that module is loaded.
+        import json.decoder  # noqa: F401
+        value, end = _scan(text, start)  # raises it this time
     if text[end:].strip(_WHITESPACE):
         _fail("Extra data", text, len(text) - len(text[end:].lstrip(_WHITESPACE)))
     return value

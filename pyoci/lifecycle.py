@@ -8,7 +8,7 @@ import _signal  # not `signal`: its enums cost a short command 5 ms of imports
 import os
 
 from pyoci import jsontext, log, state
-from pyoci.errors import ContainerError, ExecError, HookError, errno_text
+from pyoci.errors import ContainerError, ExecError, HookError, describe, errno_text
 from pyoci.linux import cgroups, procfs
 from pyoci.state import Container
 
@@ -48,6 +48,7 @@ def create(root, container_id, options):
               f"(ociVersion {config.oci_version})")
     prepared = _prepare(config, options)
     container.make_dir()
+    log.fault_point("create:state-dir")
     manager = None
     fds = []
     try:
@@ -69,11 +70,15 @@ def create(root, container_id, options):
         if container.record["notify"]:
             sdnotify.prepare(config, container.dir)
         container.save()
+        log.fault_point("create:state-recorded")
         # exec needs the config as created, whatever happens to the bundle later.
         state.write_atomic(container.config_file, jsontext.dumps(raw_config).encode(), 0o600)
+        log.fault_point("create:config-saved")
         container.record["cgroup_owned"] = manager.create()
         container.save()
+        log.fault_point("create:cgroups-made")
         os.mkfifo(container.fifo)
+        log.fault_point("create:fifo")
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
         fifo_fd = os.open(container.fifo, os.O_PATH | os.O_CLOEXEC)
         fds.append(fifo_fd)
@@ -107,10 +112,12 @@ def create(root, container_id, options):
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)
+            log.fault_point("create:pid-recorded")
             # The limits once init has made the mounts, as runc sets them:
             # its setup is not throttled by a small CPU quota, and the
             # prestart hooks see them.
             manager.apply(config.linux.resources)
+            log.fault_point("create:resources")
             hook_state = container.hook_state(state.CREATED)
             # In the bundle, as runc (which chdirs there) runs them.
             hooks.run(config.hooks.prestart, hook_state, "prestart", cwd=options.bundle)
@@ -127,7 +134,9 @@ def create(root, container_id, options):
         if pidfd_socket_fd is not None:
             unix.send_pidfd(pidfd_socket_fd, container.record["pid"])
         del container.record["creating"]
+        container.record["waiting_executable"] = procfs.executable(container.record["pid"])
         container.save()
+        log.fault_point("create:recorded")
         if options.pid_file:
             state.write_atomic(os.path.abspath(options.pid_file),
                                str(container.record["pid"]).encode())
@@ -234,6 +243,7 @@ def start(root, container_id):
 
 
 def _start(container, hooks_cwd=None):
+    log.fault_point("start:locked")
     status = container.status()
     log.debug(f"start {container.id}: status {status}")
     if not state.can_start(status):
@@ -287,12 +297,18 @@ def _release_fifo(container):
     import select
     pid = container.record["pid"]
     pidfd = os.pidfd_open(pid)
-    fifo = os.open(container.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fifo = os.open(container.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(pidfd)
+        raise ContainerError(f"cannot start container {container.id}: its exec.fifo is gone "
+                             "(delete --force removes the container)") from None
     received = b""
     try:
         poller = select.poll()
         poller.register(fifo, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        log.fault_point("start:fifo-opened")
         init_exited = False
         while True:
             events = dict(poller.poll())
@@ -308,7 +324,9 @@ def _release_fifo(container):
     finally:
         os.close(fifo)
         os.close(pidfd)
+        log.fault_point("start:released")
         os.unlink(container.fifo)
+        log.fault_point("start:fifo-removed")
     if received == b"0":
         return
     if received.startswith(b"0E"):
@@ -339,13 +357,15 @@ def parse_signal(text):
 
 def kill(root, container_id, signal_text="SIGTERM", all_processes=False):
     signum = parse_signal(signal_text)
-    container = Container(root, container_id).load()
+    container = Container(root, container_id)
     if all_processes:
         # As runc, whatever the status: once the init of a container sharing
         # a pid namespace exits, its other processes live on in its cgroup,
-        # and containerd's shim kills them with `kill --all ID 9`.
-        _signal_cgroup(container.record, signum)
+        # and containerd's shim kills them with `kill --all ID 9`. Locked:
+        # it freezes and thaws the cgroup, as pause and resume do.
+        _signal_cgroup(container.lock_existing().record, signum)
         return
+    container.load()
     if not state.can_kill(container.status()):
         raise ContainerError("container not running")
     if not _signal_init(container, signum):
@@ -377,6 +397,10 @@ def delete(root, container_id, force=False):
     container = Container(root, container_id)
     try:
         container.lock_existing()
+    except state.CorruptState:
+        if not force:
+            raise
+        container.record = _salvaged_record(container)
     except ContainerError:
         if force:
             return
@@ -384,7 +408,26 @@ def delete(root, container_id, force=False):
     _delete(container, force)
 
 
+def _salvaged_record(container):
+    """What delete --force can still know of a container whose state.json
+    is unusable: its init's pid is lost, but the config create kept says
+    where its cgroups are, and killing what is in them stops it."""
+    record = container.record = state.empty_record(container.id)
+    try:
+        config, _ = container.load_config()
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning(f"container {container.id}: no usable config.json either ({describe(exc)}): "
+                    "its processes and cgroups, if any, are left to the host")
+        return record
+    manager = cgroups.manager_for(config.linux.cgroups_path, container.id)
+    record["cgroup_paths"] = {key: path for key, path in manager.paths.items()
+                              if os.path.isdir(path)}
+    record["shares_host_pids"] = _shares_host_pids(config)
+    return record
+
+
 def _delete(container, force, hooks_cwd=None):
+    log.fault_point("delete:locked")
     status = container.status()
     log.debug(f"delete {container.id}: status {status}, force {force}")
     if not state.can_delete(status):
@@ -394,9 +437,12 @@ def _delete(container, force, hooks_cwd=None):
     paths = container.record.get("cgroup_paths")
     if paths:
         _kill_cgroup_and_remove(cgroups.from_record(container.record), container.record)
+        log.fault_point("delete:processes-killed")
     if status != state.STOPPED:
         _signal_init(container, _signal.SIGKILL, wait=True)
+        log.fault_point("delete:init-killed")
     container.remove_dir()
+    log.fault_point("delete:dir-removed")
     _run_poststop(container, hooks_cwd)
 
 
@@ -418,25 +464,36 @@ def _shares_host_pids(config):
 
 
 def _signal_cgroup(record, signum):
-    """Signal every process of the container in its cgroup, frozen meanwhile
-    (where there is a freezer) so that none forks past the signal; a cgroup
-    already gone has none. Like runc, the cgroup is thawed after."""
+    """Signal every process of the container in its cgroup (kill --all); a
+    cgroup already gone has none."""
     if not record.get("cgroup_paths"):
         return
-    manager = cgroups.from_record(record)
+    for pidfd in _signal_cgroup_processes(cgroups.from_record(record), record, signum):
+        os.close(pidfd)
+
+
+def _signal_cgroup_processes(manager, record, signum):
+    """Signal the container's processes in its cgroup, frozen meanwhile
+    (where there is a freezer) so that none forks past the signal, then
+    thawed, as runc does: a paused container's processes die only once
+    thawed. Returns their pidfds, for the caller to close."""
+    if not manager.pids():
+        return []
     try:
         manager.freeze(True)
     except (ExecError, OSError):
         pass  # no freezer, or the cgroup went meanwhile: signal unfrozen
+    pidfds = []
     try:
         for pidfd in _container_pidfds(manager, record):
             _send(pidfd, signum)
-            os.close(pidfd)
+            pidfds.append(pidfd)
     finally:
         try:
             manager.freeze(False)
         except (ExecError, OSError):
             pass
+    return pidfds
 
 
 def _send(pidfd, signum):
@@ -469,11 +526,7 @@ def _container_pidfds(manager, record):
 def _kill_cgroup_and_remove(manager, record):
     """SIGKILL the container's processes left in its cgroup, wait for them, and
     remove the cgroup directories create made."""
-    pidfds = []
-    for pidfd in _container_pidfds(manager, record):
-        _send(pidfd, _signal.SIGKILL)
-        pidfds.append(pidfd)
-    for pidfd in pidfds:
+    for pidfd in _signal_cgroup_processes(manager, record, _signal.SIGKILL):
         _wait_pidfd(pidfd)
         os.close(pidfd)
     manager.destroy(record.get("cgroup_owned"))

@@ -14,11 +14,14 @@ _path = None
 _format = "text"
 _debug = False
 _held_fd = None
+_fault_point = None
 
 
 def configure(path=None, log_format="text", debug=False):
-    global _path, _format, _debug, _held_fd
+    global _path, _format, _debug, _held_fd, _fault_point
     _path, _format, _debug = path, log_format, debug
+    # Read only under --debug, so an engine's environment cannot trip one.
+    _fault_point = os.environ.get("PYOCI_FAULT") if debug else None
     if _held_fd is not None:
         os.close(_held_fd)
         _held_fd = None
@@ -68,6 +71,14 @@ def _emit(level, message):
     else:
         sys.stderr.buffer.write(line)
         sys.stderr.flush()
+
+
+def fault_point(name):
+    """Where a test stops the runtime dead to see what a crash leaves: with
+    --debug and PYOCI_FAULT=NAME, SIGKILL ourselves here (no handler, no
+    cleanup, as an OOM kill or a reboot would). README: "Fault points"."""
+    if _fault_point == name:
+        os.kill(os.getpid(), 9)
 
 
 def debug_enabled():

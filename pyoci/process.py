@@ -131,17 +131,25 @@ def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=Non
     On failure everything forked is killed and reaped before raising.
     """
     config = context.config
+    if config.hooks.create_container or config.hooks.start_container:
+        # Init runs them, as a user namespace's root and after pivot_root:
+        # where the host's Python files may be out of its reach.
+        import signal, subprocess  # noqa: E401, F401 - hooks.py's lazy imports
     with _Fork(context, _namespace_stage) as fork:
+        log.fault_point("create:forked")
         add_to_cgroups(fork.stage_pid)
+        log.fault_point("create:stage-in-cgroups")
         log.debug(f"create: namespace stage {fork.stage_pid} is in the cgroups")
         userns = config.linux.namespace("user")
         if userns and userns.path is None:
             sync.receive(fork.sock, sync.ID_MAP_REQUEST)
             namespaces.write_id_maps(fork.stage_pid, config.linux.uid_mappings,
                                      config.linux.gid_mappings)
+            log.fault_point("create:id-maps")
             log.debug(f"create: wrote the user namespace's id maps of {fork.stage_pid}")
         fork.go()
         init_pid = fork.receive_pid()
+        log.fault_point("create:init-pid")
         log.debug(f"create: init is pid {init_pid}")
         if config.linux.net_devices:
             network.move_devices(config.linux.net_devices, f"/proc/{init_pid}/ns/net")
@@ -153,7 +161,9 @@ def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=Non
                                                      init_pid))
         container_state = on_create_hooks(init_pid)
         sync.send(fork.sock, sync.HOOKS_DONE, state=container_state)
+        log.fault_point("create:hooks-done")
         fork.wait_for_exec(on_seccomp_listener)
+        log.fault_point("create:ready")
         log.debug(f"create: init {init_pid} has executed")
         return init_pid
 
@@ -168,6 +178,7 @@ def _serve_mount_sources(sock, sources):
                 sync.send(sock, sync.MOUNT_FD, fd=fd)
             finally:
                 os.close(fd)
+            log.fault_point("create:mount-source")
     finally:
         sources.close()
 
@@ -182,13 +193,16 @@ def spawn_exec(context, add_to_cgroups, on_seccomp_listener=None):
     """
     affinity = context.placement.cpu_affinity
     with _Fork(context, _exec_stage) as fork:
+        log.fault_point("exec:forked")
         if affinity is not None:
             affinity.set(fork.stage_pid, affinity.initial, "initial")
         add_to_cgroups(fork.stage_pid)
+        log.fault_point("exec:in-cgroups")
         log.debug(f"exec: stage {fork.stage_pid} is in the container's cgroups; joins "
                   + ", ".join(ns for ns in namespaces.JOIN_ORDER if ns in context.join))
         fork.go()
         pid = fork.receive_pid()
+        log.fault_point("exec:pid")
         log.debug(f"exec: the process is pid {pid}")
         if affinity is not None:
             affinity.set(pid, affinity.final, "final")

@@ -15,7 +15,7 @@ import os
 import time
 
 from pyoci import OCI_VERSION, jsontext
-from pyoci.errors import ContainerError
+from pyoci.errors import ContainerError, ExecError, errno_text
 from pyoci.linux import procfs
 
 DEFAULT_ROOT = "/run/pyoci"
@@ -45,6 +45,9 @@ RUNNING = "running"
 STOPPED = "stopped"
 PAUSED = "paused"
 
+# /proc/PID/exe of a created container's init running pyoci-waiter (a memfd copy).
+WAITER_EXECUTABLE = "/memfd:pyoci-waiter (deleted)"
+
 
 def validate_id(container_id):
     if container_id in (".", "..") or not container_id or container_id.strip(_ID_CHARACTERS):
@@ -66,12 +69,23 @@ def can_delete(status):
 def write_atomic(path, data, mode=0o644):
     """Write bytes to PATH so readers see the old or the new file, never half."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise ExecError(f"write {path}: {errno_text(exc.errno)}") from None
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)  # a full disk leaves no half-written file behind
+        if isinstance(exc, OSError):
+            raise ExecError(f"write {path}: {errno_text(exc.errno)}") from None
+        raise
 
 
 def rfc3339_now():
@@ -124,13 +138,15 @@ class Container:
             os.mkdir(self.dir, 0o711)
         except FileExistsError:
             raise ContainerError(f"container with id exists: {self.id}") from None
-        self.lock()
+        self.lock(os.O_CREAT)
 
-    def lock(self):
+    def lock(self, create=0):
         """Hold an exclusive lock on the container until this process exits.
         A record lock (os.lockf, not fcntl's flock: one extension module
-        less to load) belongs to the process, so children never hold it."""
-        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        less to load) belongs to the process, so children never hold it.
+        Only create makes the lock file: another command re-making it would
+        stop a delete, which removes it, from removing the directory."""
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CLOEXEC | create, 0o600)
         os.lockf(fd, os.F_LOCK, 0)
         self._lock_fd = fd
 
@@ -139,7 +155,9 @@ class Container:
         try:
             self.lock()
         except FileNotFoundError:
-            raise ContainerError(f'container "{self.id}" does not exist') from None
+            if not os.path.isdir(self.dir):
+                raise ContainerError(f'container "{self.id}" does not exist') from None
+            # A create that died between its mkdir and its lock: nothing to lock.
         return self.load()
 
     # ---- the record -------------------------------------------------------
@@ -147,18 +165,28 @@ class Container:
         write_atomic(self.state_file, jsontext.dumps(self.record).encode(), 0o600)
 
     def load(self):
-        """Read the record; a missing container is a ContainerError."""
+        """Read the record; a missing container is a ContainerError, one
+        whose state.json cannot be used a CorruptState."""
         try:
             with open(self.state_file, "rb") as f:
-                self.record = jsontext.loads(f.read())
+                data = f.read()
         except FileNotFoundError:
             if os.path.isdir(self.dir):
                 # create died before it recorded anything: only delete -f applies.
-                self.record = {"id": self.id, "pid": 0, "pid_start_time": None,
-                               "bundle": "", "rootfs": "", "created": "",
-                               "annotations": {}, "cgroup_paths": {}, "owner": ""}
+                self.record = empty_record(self.id)
                 return self
             raise ContainerError(f'container "{self.id}" does not exist') from None
+        except OSError as exc:
+            raise CorruptState(self, exc.strerror.lower()) from None
+        try:
+            record = jsontext.loads(data)
+        except ValueError as exc:
+            raise CorruptState(self, "empty" if not data.strip() else f"not JSON ({exc})") \
+                from None
+        missing = [key for key in RECORD_KEYS if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise CorruptState(self, f"no {missing[0]!r} in it")
+        self.record = record
         return self
 
     def status(self):
@@ -167,7 +195,7 @@ class Container:
             return STOPPED
         if record.get("creating"):
             return CREATING
-        if os.path.exists(self.fifo):
+        if self._waits_for_start():
             return CREATED
         paths = record.get("cgroup_paths")
         if paths:
@@ -175,6 +203,20 @@ class Container:
             if cgroups.frozen(paths):
                 return PAUSED
         return RUNNING
+
+    def _waits_for_start(self):
+        """Whether init still waits for start: it runs what it ran when create
+        was done (pyoci-waiter, or init itself where it runs startContainer
+        hooks) and, but for the waiter, exec.fifo is still there. A start
+        killed after it let init go leaves exec.fifo behind; one deleted
+        leaves a waiter that is still created. Where the executable cannot
+        be read, exec.fifo alone tells."""
+        waiting = self.record.get("waiting_executable")
+        executable = procfs.executable(self.record["pid"]) if waiting else None
+        if executable is None:
+            return os.path.exists(self.fifo)
+        return executable == waiting and (waiting == WAITER_EXECUTABLE or
+                                          os.path.exists(self.fifo))
 
     def oci_state(self):
         """runc's state JSON: the spec's fields plus rootfs, created, owner."""
@@ -204,9 +246,42 @@ class Container:
         return state
 
     def remove_dir(self):
-        for name in os.listdir(self.dir):
-            os.unlink(os.path.join(self.dir, name))
-        os.rmdir(self.dir)
+        """Remove the directory and what is in it (a directory left where
+        state.json should be, too); what another delete removed first is
+        gone all the same."""
+        for below, directories, files in os.walk(self.dir, topdown=False):
+            for name in files:
+                _remove(os.path.join(below, name), os.unlink)
+            for name in directories:
+                path = os.path.join(below, name)
+                _remove(path, os.unlink if os.path.islink(path) else os.rmdir)
+        _remove(self.dir, os.rmdir)
+
+
+def _remove(path, remover):
+    try:
+        remover(path)
+    except FileNotFoundError:
+        pass
+
+
+# What every record has, from the first save of create on (see empty_record).
+RECORD_KEYS = ("id", "pid", "pid_start_time", "bundle", "rootfs", "created", "cgroup_paths")
+
+
+def empty_record(container_id):
+    """The record of a container whose create died before it wrote one."""
+    return {"id": container_id, "pid": 0, "pid_start_time": None, "bundle": "", "rootfs": "",
+            "created": "", "annotations": {}, "cgroup_paths": {}, "owner": ""}
+
+
+class CorruptState(ContainerError):
+    """A state.json that cannot be read or parsed: the container's pid and
+    cgroups are unknown, and only delete --force applies."""
+
+    def __init__(self, container, why):
+        super().__init__(f"container {container.id}: {container.state_file} is unusable ({why}); "
+                         "delete --force removes the container")
 
 
 def list_ids(root):
@@ -223,6 +298,9 @@ def list_states(root):
     for container_id in list_ids(root):
         try:
             result.append(Container(root, container_id).load().oci_state())
-        except (ContainerError, OSError, ValueError):
-            continue
+        except CorruptState as exc:
+            from pyoci import log
+            log.warning(str(exc))
+        except ContainerError:
+            continue  # deleted meanwhile
     return result

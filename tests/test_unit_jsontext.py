@@ -1,5 +1,8 @@
 """pyoci.jsontext against the json package: the same text out, the same values in."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
@@ -45,3 +48,16 @@ def test_malformed_is_jsons_error(text):
 def test_unknown_type_is_a_type_error():
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         jsontext.dumps({"a": {1}})
+
+
+@pytest.mark.parametrize("text", ['{"a": 1, "b"', '{', '{"a": [1, 2', '{"id": "x", "pid": 1'])
+def test_truncated_before_json_is_imported(text):
+    """A truncated state.json, read by a fresh `pyoci` that never imported
+    the json package (whose decoder the C scanner's errors need)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pyoci import jsontext\n"
+            "try:\n    jsontext.loads(sys.argv[2])\n"
+            "except ValueError as exc:\n    print(type(exc).__name__)\n")
+    shown = subprocess.run([sys.executable, "-I", "-S", "-c", code,
+                            str(Path(jsontext.__file__).parents[1]), text],
+                           capture_output=True, text=True)
+    assert (shown.stdout, shown.stderr) == ("JSONDecodeError\n", "")

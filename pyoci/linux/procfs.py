@@ -33,6 +33,15 @@ def is_alive(pid, expected_start_time, proc=PROC):
     return int(fields[19]) == expected_start_time
 
 
+def executable(pid, proc=PROC):
+    """What /proc/PID/exe names, or None where it cannot be read (gone, or
+    not ours to look at)."""
+    try:
+        return os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return None
+
+
 def children_pids(pid, proc=PROC):
     """Every pid whose parent is PID (for `ps`-style walks)."""
     result = []

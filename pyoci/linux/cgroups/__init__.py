@@ -229,8 +229,9 @@ def pids_below(directory):
         try:
             with open(os.path.join(below, "cgroup.procs")) as f:
                 pids.extend(int(line) for line in f if line.strip())
-        except FileNotFoundError:
-            pass  # removed while we walked
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise  # ENODEV: removed between open and read
     return pids
 
 
