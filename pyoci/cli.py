@@ -129,6 +129,8 @@ COMMANDS = {
         Flag("-b", "--bundle", default=".", help="where (default: .)"),
         Flag("--rootless", kind=BOOL, help="for a rootless container")), ()),
     "features": Command("print the features this runtime supports", (), ()),
+    "check": Command("check a bundle and this host against what its config needs, "
+                     "creating nothing", (), ("bundle?=.",)),
     "pause": Command("freeze every process of a container"),
     "resume": Command("thaw a paused container"),
     "ps": Command("list the processes of a container", (FORMAT,), ("id", "ps_args...")),
@@ -426,6 +428,13 @@ def cmd_update(args):
 def cmd_events(args):
     from pyoci import control
     control.events(args.root, args.id, control.parse_interval(args.interval), args.stats)
+
+
+def cmd_check(args):
+    from pyoci.checkbundle import check_bundle
+    report = check_bundle(args.bundle)
+    sys.stdout.write("".join(line + "\n" for line in report.lines()))
+    return 1 if report.problems else 0
 
 
 def cmd_features(_args):

@@ -12,7 +12,20 @@ class PyociError(Exception):
 
 
 class ConfigError(PyociError):
-    """config.json is missing, malformed, or asks for something invalid."""
+    """config.json is missing, malformed, or asks for something invalid.
+    A message "config.json: PATH: what is wrong" gets the runtime-spec
+    section PATH falls under appended, as `pyoci check` prints it."""
+
+    def __init__(self, message):
+        if message.startswith(CONFIG_PREFIX):
+            from pyoci.sections import section_of
+            section = section_of(message[len(CONFIG_PREFIX):].partition(": ")[0])
+            if section and not message.endswith(f"({section})"):
+                message = f"{message} ({section})"
+        super().__init__(message)
+
+
+CONFIG_PREFIX = "config.json: "
 
 
 class ContainerError(PyociError):

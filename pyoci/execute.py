@@ -14,11 +14,6 @@ from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
 from pyoci.linux import cgroups, unix
 from pyoci.state import Container
 
-# The /proc/<pid>/ns entry of each namespace type.
-NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
-            "user": "user", "cgroup": "cgroup", "time": "time"}
-
-
 class ExecOptions:
     __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket",
                  "pidfd_socket", "cwd", "env", "user", "additional_gids", "caps",
@@ -33,6 +28,7 @@ class ExecOptions:
 def execute(root, container_id, options):
     """Run the process; in the foreground return its exit status, else 0."""
     from pyoci import lifecycle, process as processes
+    from pyoci.linux.namespaces import NS_FILES
     container = Container(root, container_id).load()
     status = container.status()
     if status == state.STOPPED:

@@ -3,7 +3,7 @@ import _signal
 import os
 
 from pyoci import jsontext, log
-from pyoci.errors import HookError, errno_text
+from pyoci.errors import ConfigError, HookError, errno_text
 
 
 def run(hooks, state, phase, cwd=None, env=None):
@@ -21,6 +21,28 @@ def run_all_warning(hooks, state, phase, cwd=None):
             run_one(hook, index, state, phase, cwd)
         except HookError as exc:
             log.warning(str(exc))
+
+
+# The config's name of each phase, by spec.Hooks' attribute.
+PHASES = {"prestart": "prestart", "create_runtime": "createRuntime",
+          "create_container": "createContainer", "start_container": "startContainer",
+          "poststart": "poststart", "poststop": "poststop"}
+
+
+def missing_programs(hooks, rootfs):
+    """A refusal for each hook whose path is not an executable file: on the
+    host, but for startContainer's, which are in the root filesystem."""
+    from pyoci.linux.mounts import secure_join
+    found = []
+    for attribute, phase in PHASES.items():
+        for index, hook in enumerate(getattr(hooks, attribute)):
+            path = secure_join(rootfs, hook.path) if phase == "startContainer" else hook.path
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                continue
+            why = "no such file or directory" if not os.path.exists(path) else "permission denied"
+            found.append(ConfigError(f"config.json: hooks.{phase}[{index}].path: "
+                                     f"exec {hook.path}: {why}"))
+    return found
 
 
 def run_one(hook, index, state, phase, cwd=None, env=None):

@@ -274,9 +274,10 @@ def _wait_for_start_then_exec(syscalls, fifo_fd, program, args, environment, sta
         os._exit(127)
 
 
-def find_program(name, env, may_execute):
+def find_program(name, env, may_execute, stat=os.stat):
     """Resolve the program as exec(3)'s PATH search would, inside the
-    container: the first candidate MAY_EXECUTE(path) allows."""
+    container: the first candidate MAY_EXECUTE(path) allows. STAT tells
+    why a path given was not (pyoci check looks from outside the root)."""
     if not name:
         raise ExecError("process.args: no program given")
     if "/" in name:
@@ -290,7 +291,7 @@ def find_program(name, env, may_execute):
     if "/" not in name:
         raise ExecError(f'exec: "{name}": executable file not found in $PATH')
     try:
-        os.stat(name)
+        stat(name)
     except OSError as exc:
         raise ExecError(f'exec: "{name}": stat {name}: {errno_text(exc.errno)}') from None
     raise ExecError(f'exec: "{name}": permission denied')

@@ -161,10 +161,14 @@ def process_settings(config, proc):
         if proc.capabilities is not None:
             settings["caps"] = caps.CapabilitySets(proc.capabilities)
         settings["rlimits"] = rlimits.resolve(proc.rlimits)
+        for refusal in rlimits.above_hard_limits(settings["rlimits"]):
+            raise refusal
         settings["placement"] = scheduling.ProcessPlacement(proc, config.linux)
     if config.linux.seccomp is not None:
         from pyoci.linux import seccomp  # only a config that has one pays for it
         settings["seccomp"] = seccomp.compile_filter(config.linux.seccomp)
+        for refusal in seccomp.unavailable_actions(config.linux.seccomp):
+            raise refusal
     return settings
 
 

@@ -15,6 +15,7 @@ _format = "text"
 _debug = False
 _held_fd = None
 _fault_point = None
+_warnings = None  # a list that takes warnings instead of stderr (pyoci check)
 
 
 def configure(path=None, log_format="text", debug=False):
@@ -91,7 +92,16 @@ def debug(message):
 
 
 def warning(message):
+    if _warnings is not None:
+        _warnings.append(message)
+        return
     _emit("warning", message)
+
+
+def collect_warnings(sink):
+    """From now on, warnings go into the list SINK (None: back to the log)."""
+    global _warnings
+    _warnings = sink
 
 
 def error(message):

@@ -7,7 +7,7 @@ the linux/* modules never read raw dicts. ``default_config`` is what
 import os
 
 from pyoci import jsontext, log
-from pyoci.errors import ConfigError
+from pyoci.errors import ConfigError, errno_text
 from pyoci.linux import lsm, mounts, network
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -208,18 +208,26 @@ def check_supported(raw):
             raise ConfigError(f"config.json: {path}: {reason}")
 
 
-def load(bundle):
-    """Read, validate and check BUNDLE/config.json; return (Config, raw dict)."""
+def read(bundle):
+    """BUNDLE/config.json's document, not yet validated."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = jsontext.loads(f.read())
+            return jsontext.loads(f.read())
     except FileNotFoundError:
         raise ConfigError(f"config.json: no such file in bundle {bundle}") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"config.json: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config.json: open {path}: {errno_text(exc.errno)}") from None
+    except ValueError as exc:
+        raise ConfigError(f"config.json: (root): not JSON: {exc}") from None
+
+
+def load(bundle):
+    """Read, validate and check BUNDLE/config.json; return (Config, raw dict)."""
+    raw = read(bundle)
     from pyoci.validate import validate_config
-    _accept_device_file_type_bits(raw)
+    for deviation in accept_deviations(raw):
+        log.debug(deviation)
     validate_config(raw)
     check_supported(raw)
     config = Config(raw, bundle)
@@ -232,10 +240,14 @@ def load(bundle):
 DEVICE_FILE_TYPES = {"b": 0o060000, "c": 0o020000, "u": 0o020000, "p": 0o010000}
 
 
-def _accept_device_file_type_bits(raw):
-    """A deviation from the schema (fileMode at most 0o777), as runc, which
-    takes only the permission bits: a fileMode that carries the device's own
-    file type is cut to its permission bits before validation."""
+def accept_deviations(raw):
+    """Where engines send what the schema forbids and runc accepts, make RAW
+    valid as runc reads it; returns what was accepted, a line each.
+
+    A fileMode (at most 0o777 in the schema) that carries the device's own
+    file type, as podman's --privileged sends it: runc takes only the
+    permission bits, and so does pyoci."""
+    accepted = []
     devices = (raw.get("linux") or {}).get("devices")
     for index, device in enumerate(devices if isinstance(devices, list) else ()):
         if not isinstance(device, dict):
@@ -244,17 +256,26 @@ def _accept_device_file_type_bits(raw):
         if isinstance(mode, int) and file_type and mode & 0o170000 == file_type \
                 and not mode & ~0o170777:
             device["fileMode"] = mode & 0o777
-            log.debug(f"config.json: linux.devices[{index}].fileMode: {mode} carries the "
-                      f"device's file type: using its permission bits {mode & 0o777:#o}")
+            accepted.append(f"config.json: linux.devices[{index}].fileMode: {mode} carries the "
+                            f"device's file type: using its permission bits {mode & 0o777:#o}")
+    return accepted
 
 
 def check(config):
     """What the schema cannot say but pyoci needs, as small named checks."""
-    for rule in (_check_version, _check_root, _check_namespaces,
-                 _check_user_namespace_mappings, _check_time_offsets,
-                 _check_cwd_absolute, _check_sysctls, mounts.check, network.check_devices,
-                 _check_lsm):
+    for rule in RULES:
         rule(config)
+
+
+def problems(config):
+    """Every rule's refusal of CONFIG (pyoci check), not only the first."""
+    found = []
+    for rule in RULES:
+        try:
+            rule(config)
+        except ConfigError as exc:
+            found.append(exc)
+    return found
 
 
 def _check_lsm(config):
@@ -334,6 +355,11 @@ def _check_sysctls(config):
 def _check_cwd_absolute(config):
     if config.process and not config.process.cwd.startswith("/"):
         raise ConfigError(f"config.json: process.cwd: {config.process.cwd!r} is not an absolute path")
+
+
+RULES = (_check_version, _check_root, _check_namespaces, _check_user_namespace_mappings,
+         _check_time_offsets, _check_cwd_absolute, _check_sysctls, mounts.check,
+         network.check_devices, _check_lsm)
 
 
 def default_config(rootless=False):

@@ -77,10 +77,23 @@ def send(sock, message_type, fd=None, **fields):
     """One message; FD, if given, travels with it (SCM_RIGHTS)."""
     fields["type"] = message_type
     data = jsontext.dumps(fields).encode()
-    if fd is None:
-        sock.send(data)
-    else:
-        unix.send_fds(sock, data, [fd])
+    try:
+        if fd is None:
+            sock.send(data)
+        else:
+            unix.send_fds(sock, data, [fd])
+    except (BrokenPipeError, ConnectionResetError):
+        _raise_why_gone(sock, message_type)
+
+
+def _raise_why_gone(sock, message_type):
+    """The peer closed its end before MESSAGE_TYPE could go: the error it
+    sent before it went, if it did, says why."""
+    while data := sock.recv(_MAX_PACKET):
+        message = jsontext.loads(data)
+        if message["type"] == ERROR:
+            raise ExecError(message["message"]) from None
+    raise ExecError(f"container init exited before it was sent {message_type}") from None
 
 
 def send_error(sock, message):

@@ -34,6 +34,29 @@ def validate_config(doc):
     _validate(doc, "config.schema.json", "config.json")
 
 
+def config_problems(doc):
+    """Every way DOC breaks the config schema, a ConfigError each (pyoci
+    check): jsonschema's errors, each worded by its best match, where it is
+    installed; the fast verdict alone where it is not."""
+    schema_name = "config.schema.json"
+    failure = _checker(schema_name)(doc)
+    if failure is None:
+        return []
+    fast = ConfigError(f"config.json: {format_path(reversed(failure.reversed_path))}: "
+                       f"{failure.message}")
+    try:
+        from jsonschema.exceptions import best_match
+        from jsonschema.validators import validator_for
+    except ImportError:
+        return [fast]
+    schema = load_schema(schema_name)
+    errors = sorted(validator_for(schema)(schema).iter_errors(doc),
+                    key=lambda error: [str(key) for key in error.absolute_path])
+    explained = (best_match([error]) for error in errors)
+    return [ConfigError(f"config.json: {format_path(error.absolute_path)}: {error.message}")
+            for error in explained] or [fast]
+
+
 def validate_state(doc):
     """Raise ConfigError unless ``doc`` is a valid runtime-spec state."""
     _validate(doc, "state.schema.json", "state.json")

@@ -19,6 +19,7 @@ from conformance.bundle import update_section
 from conformance.harness import (PYOCI, RUNC, WAIT_FOR_STOP, CommandFailed, LeakCheck, Probe,
                                  private_runtime)
 from pyoci.linux import lsm
+from pyoci.sections import section_of
 
 pytestmark = pytest.mark.root
 
@@ -199,7 +200,8 @@ def test_an_lsm_the_host_does_not_run_is_refused_in_one_line(field, tmp_path):
             bundle = Probe(pyoci, tmp_path / "pyoci").bundle("true", mutate)
             result = pyoci.run("create", "--bundle", bundle, pyoci.new_id(), check=False)
             assert result.returncode == 1
-            assert result.stderr.strip().splitlines() == [f"config.json: {field}: {words}"]
+            assert result.stderr.strip().splitlines() == [
+                f"config.json: {field}: {words} ({section_of(field)})"]
             assert leaks.leftovers() == {}
         finally:
             leaks.close()

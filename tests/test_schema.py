@@ -553,20 +553,26 @@ def test_mutated_features():
 @pytest.mark.parametrize("doc, expected", [
     (edited(RUNC_SPEC, ("linux", "namespaces", 2, "type"), "foo"),
      "config.json: linux.namespaces[2].type: 'foo' is not one of "
-     "['cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts']"),
-    (without(RUNC_SPEC, "ociVersion"), "config.json: (root): 'ociVersion' is a required property"),
+     "['cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts'] "
+     "(config-linux.md#namespaces)"),
+    (without(RUNC_SPEC, "ociVersion"), "config.json: (root): 'ociVersion' is a required property "
+     "(config.md#configuration)"),
     (edited(RUNC_SPEC, ("process", "args"), "sh -c true"),
-     "config.json: process.args: 'sh -c true' is not of type 'array'"),
-    (edited(RUNC_SPEC, ("process", "args"), ["sh", 1]), "config.json: process.args[1]: 1 is not of type 'string'"),
+     "config.json: process.args: 'sh -c true' is not of type 'array' (config.md#process)"),
+    (edited(RUNC_SPEC, ("process", "args"), ["sh", 1]), "config.json: process.args[1]: 1 is not of type 'string' (config.md#process)"),
     (edited(RUNC_SPEC, ("process", "user", "uid"), -1),
-     "config.json: process.user.uid: -1 is less than the minimum of 0"),
+     "config.json: process.user.uid: -1 is less than the minimum of 0 "
+     "(config.md#posix-platform-user)"),
     (edited(RUNC_SPEC, ("process", "rlimits", 0, "type"), "NOFILE"),
-     "config.json: process.rlimits[0].type: 'NOFILE' does not match '^RLIMIT_[A-Z]+$'"),
+     "config.json: process.rlimits[0].type: 'NOFILE' does not match '^RLIMIT_[A-Z]+$' "
+     "(config.md#posix-process)"),
     (edited(RUNC_SPEC, ("process", "rlimits", 0, "hard"), 1.0),
-     "config.json: process.rlimits[0].hard: 1.0 is not of type 'integer'"),
+     "config.json: process.rlimits[0].hard: 1.0 is not of type 'integer' "
+     "(config.md#posix-process)"),
     (edited(RUNC_SPEC, ("annotations",), {"a\nb": 1}),
-     'config.json: annotations["a\\nb"]: 1 is not of type \'string\''),
-    (edited(RUNC_SPEC, ("linux", "seccomp"), {}), "config.json: linux.seccomp: 'defaultAction' is a required property"),
+     'config.json: annotations["a\\nb"]: 1 is not of type \'string\' (config.md#annotations)'),
+    (edited(RUNC_SPEC, ("linux", "seccomp"), {}), "config.json: linux.seccomp: 'defaultAction' is a required property "
+     "(config-linux.md#seccomp)"),
 ])
 def test_error_message(doc, expected):
     with pytest.raises(ConfigError) as caught:
@@ -585,7 +591,7 @@ def test_fast_verdict_stands_when_jsonschema_finds_nothing(monkeypatch):
     monkeypatch.setattr(validate, "_checker", lambda name: lambda doc: validate._Failure("forced").at(0).at("mounts"))
     with pytest.raises(ConfigError) as caught:
         validate.validate_config(RUNC_SPEC)
-    assert str(caught.value) == "config.json: mounts[0]: forced"
+    assert str(caught.value) == "config.json: mounts[0]: forced (config.md#mounts)"
 
 
 def test_fast_wording_without_jsonschema(monkeypatch):
@@ -594,7 +600,8 @@ def test_fast_wording_without_jsonschema(monkeypatch):
     with pytest.raises(ConfigError) as caught:
         validate.validate_config(edited(RUNC_SPEC, ("linux", "namespaces", 2, "type"), "foo"))
     assert str(caught.value) == ("config.json: linux.namespaces[2].type: 'foo' is not one of "
-                                 "['cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts']")
+                                 "['cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts'] "
+                                 "(config-linux.md#namespaces)")
 
 
 # --- the fast path itself --------------------------------------------------

@@ -219,13 +219,15 @@ class TestRlimits:
     def test_unknown_type(self, name):
         with pytest.raises(ConfigError) as info:
             rlimits.resolve([rl(name, 1, 1)])
-        assert str(info.value) == f"config.json: process.rlimits: unknown rlimit type {name!r}"
+        assert str(info.value) == (f"config.json: process.rlimits: unknown rlimit type {name!r} "
+                                   "(config.md#posix-process)")
 
     def test_duplicate_type(self):
         with pytest.raises(ConfigError) as info:
             rlimits.resolve([rl("RLIMIT_NOFILE", 1, 1), rl("RLIMIT_CORE", 0, 0),
                              rl("RLIMIT_NOFILE", 2, 2)])
-        assert str(info.value) == "config.json: process.rlimits: duplicate type 'RLIMIT_NOFILE'"
+        assert str(info.value) == ("config.json: process.rlimits: duplicate type 'RLIMIT_NOFILE' "
+                                   "(config.md#posix-process)")
 
     def test_apply_failure_is_exec_error(self):
         # soft above hard is EINVAL (or ValueError from Python) for anyone, root included.

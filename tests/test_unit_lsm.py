@@ -23,7 +23,7 @@ def test_refusals_name_the_field(monkeypatch):
     monkeypatch.setattr(lsm, "selinux_enabled", lambda: False)
     lsm.check(None, None, None)
     with pytest.raises(ConfigError, match=r"^config.json: process.apparmorProfile: AppArmor is "
-                                          r"not enabled on this host \(profile 'p'\)$"):
+                                          r"not enabled on this host \(profile 'p'\) \(config.md#linux-process\)$"):
         lsm.check("p", None, None)
     with pytest.raises(ConfigError, match=r"^process: process.selinuxLabel: selinux label is "
                                           r"specified in config"):

@@ -7,6 +7,7 @@ import pytest
 
 from pyoci import spec
 from pyoci.errors import ConfigError
+from pyoci.sections import section_of
 from pyoci.spec import Config, check, default_config
 from pyoci.validate import validate_config
 
@@ -26,13 +27,17 @@ def minimal(**overrides):
 
 
 def config_error(raw, bundle):
-    """check() must fail with one line starting 'config.json: '; return the line."""
+    """check() must fail with one line starting 'config.json: PATH: ' and
+    ending in the runtime-spec section of PATH; return the line without it."""
     with pytest.raises(ConfigError) as info:
         check(Config(raw, str(bundle)))
     message = str(info.value)
     assert message.startswith("config.json: ")
     assert "\n" not in message
-    return message
+    path = message.removeprefix("config.json: ").partition(": ")[0]
+    suffix = f" ({section_of(path)})"
+    assert message.endswith(suffix), message
+    return message.removesuffix(suffix)
 
 
 # ------------------------------------------------------------------ typed view

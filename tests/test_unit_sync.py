@@ -102,6 +102,24 @@ def test_peer_closed_in_a_forked_child(pair):
         os.waitpid(pid, 0)
 
 
+def test_sending_to_a_peer_that_failed_raises_its_error(pair):
+    """A child that fails before it reads what we send: its error, not EPIPE."""
+    runtime, child = pair
+    sync.send(child, sync.ID_MAP_REQUEST)
+    sync.send_error(child, "open the namespace: no such file or directory")
+    child.close()
+    with pytest.raises(ExecError) as info:
+        sync.send(runtime, sync.GO)
+    assert str(info.value) == "open the namespace: no such file or directory"
+
+
+def test_sending_to_a_peer_gone_without_a_word(pair):
+    runtime, child = pair
+    child.close()
+    with pytest.raises(ExecError, match="^container init exited before it was sent go$"):
+        sync.send(runtime, sync.GO)
+
+
 def test_unexpected_type(pair):
     runtime, child = pair
     sync.send(child, sync.RUN_HOOKS)

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from pyoci.errors import ExecError, errno_text
+from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.mounts import MS_BIND, make_mount_point, secure_join
 
 # (path, type, major, minor): what runtime-spec's "Default Devices" lists.
@@ -44,6 +44,30 @@ def nodes_for(config_devices):
             device.file_mode if device.file_mode is not None else 0o666,
             device.uid or 0, device.gid or 0)
     return list(nodes.values())
+
+
+_STAT_TYPES = {"c": stat.S_ISCHR, "u": stat.S_ISCHR, "b": stat.S_ISBLK, "p": stat.S_ISFIFO}
+
+
+def host_problems(config):
+    """In a new user namespace, where mknod is refused, each device is the
+    host's node bind-mounted: a refusal for each the host does not have."""
+    userns = config.linux.namespace("user")
+    if userns is None or userns.path is not None:
+        return []
+    found = []
+    for node in nodes_for(config.linux.devices):
+        try:
+            is_device = _STAT_TYPES[node.type](os.stat(node.path).st_mode)
+        except OSError:
+            is_device = False
+        if not is_device:
+            index = next((i for i, device in enumerate(config.linux.devices)
+                          if device.path == node.path), None)
+            where = "linux.devices" + (f"[{index}]" if index is not None else "")
+            found.append(ConfigError(f"config.json: {where}: {node.path}: in a user namespace "
+                                     "a device is the host's, bound in, and the host has none"))
+    return found
 
 
 def create_devices(sys, rootfs, nodes, in_user_namespace):

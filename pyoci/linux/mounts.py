@@ -178,6 +178,25 @@ def check(config):
                                   "or a user namespace whose mappings it takes")
 
 
+IDMAPPED_MOUNTS_SINCE = (5, 12)  # mount_setattr(MOUNT_ATTR_IDMAP)
+
+
+def host_problems(config, release=None):
+    """A refusal for each idmapped mount where the kernel (RELEASE, by
+    default this one's) has none."""
+    release = release or os.uname().release
+    try:
+        version = tuple(int(part) for part in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return []
+    if version >= IDMAPPED_MOUNTS_SINCE:
+        return []
+    return [ConfigError(f"config.json: mounts[{index}] ({mount.destination}): idmapped mounts "
+                        f"need Linux {'.'.join(map(str, IDMAPPED_MOUNTS_SINCE))}; this is {release}")
+            for index, mount in enumerate(config.mounts)
+            if MountOptions(mount.options).idmap or mount.uid_mappings or mount.gid_mappings]
+
+
 def secure_join(root, path):
     """ROOT/PATH with every symlink resolved as if ROOT were '/'.
 

@@ -1,7 +1,7 @@
 """Entering namespaces: joined by path or created new, user namespace first."""
 import os
 
-from pyoci.errors import ExecError, errno_text
+from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux import caps, syscalls as sc
 
 FLAGS = {
@@ -9,21 +9,67 @@ FLAGS = {
     "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
     "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME,
 }
+# The /proc/<pid>/ns entry of each namespace type.
+NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+            "user": "user", "cgroup": "cgroup", "time": "time"}
+NS_GET_NSTYPE = 0xB703  # ioctl: the CLONE_NEW* flag of a namespace file
 # setns into the mount namespace changes our root, so it comes last.
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
 
 def open_paths(namespaces):
     """Open every namespace given by path, before any of them is entered."""
-    fds = {}
-    for ns in namespaces:
+    return {ns.type: open_path(index, ns) for index, ns in enumerate(namespaces)
+            if ns.path is not None}
+
+
+def open_path(index, ns):
+    """An fd of the namespace to join at linux.namespaces[INDEX].path, which
+    must be a namespace of its type."""
+    import fcntl
+    where = f"config.json: linux.namespaces[{index}].path: {ns.type} namespace {ns.path}"
+    try:
+        fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {errno_text(exc.errno)}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = None
+    if kind != FLAGS[ns.type]:
+        os.close(fd)
+        what = next((name for name, flag in FLAGS.items() if flag == kind), None)
+        raise ConfigError(f"{where}: " + (f"a {what} namespace" if what else "not a namespace"))
+    return fd
+
+
+def host_problems(namespaces):
+    """What this host lacks for NAMESPACES (pyoci check): a kind the kernel
+    does not have, user namespaces turned off, a path that is not a
+    namespace of its type."""
+    found = []
+    for index, ns in enumerate(namespaces):
         if ns.path is not None:
             try:
-                fds[ns.type] = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise ExecError(f"open {ns.type} namespace {ns.path}: "
-                                f"{errno_text(exc.errno)}") from None
-    return fds
+                os.close(open_path(index, ns))
+            except ConfigError as exc:
+                found.append(exc)
+            continue
+        where = f"config.json: linux.namespaces[{index}]"
+        if not os.path.exists(f"/proc/self/ns/{NS_FILES[ns.type]}"):
+            found.append(ConfigError(f"{where}: this kernel has no {ns.type} namespaces"))
+        elif ns.type == "user" and _read_sysctl("user/max_user_namespaces") == "0":
+            found.append(ConfigError(f"{where}: user namespaces are turned off on this host "
+                                     "(user.max_user_namespaces is 0)"))
+    return found
+
+
+def _read_sysctl(name):
+    try:
+        with open(f"/proc/sys/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def join(sys, ns_type, fd):

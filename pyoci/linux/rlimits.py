@@ -19,6 +19,33 @@ def resolve(rlimits):
     return result
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def above_hard_limits(resolved):
+    """A refusal for each rlimit (of RESOLVED) whose hard limit is above
+    this process's own, which only CAP_SYS_RESOURCE may raise, where the
+    runtime lacks it: setrlimit would fail in the container's init."""
+    found = []
+    for index, (number, name, _, hard) in enumerate(resolved):
+        current = resource.getrlimit(number)[1]
+        if current == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and hard <= current):
+            continue
+        if _has_sys_resource():
+            return []
+        shown = "unlimited" if hard == resource.RLIM_INFINITY else hard
+        found.append(ConfigError(
+            f"config.json: process.rlimits[{index}]: the hard limit of {name} ({shown}) is above "
+            f"this host's ({current}), and the runtime lacks CAP_SYS_RESOURCE to raise it"))
+    return found
+
+
+def _has_sys_resource():
+    with open("/proc/self/status") as f:
+        effective = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(effective.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+
+
 def _limit(value):
     """The spec's 2^64-1 and Python's RLIM_INFINITY are both 'unlimited'."""
     return resource.RLIM_INFINITY if value >= 2**63 else value

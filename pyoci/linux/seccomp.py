@@ -94,6 +94,30 @@ def action_value(name, errno_ret, where):
     raise ConfigError(f"config.json: {where}: unsupported seccomp action {name!r}")
 
 
+# How /proc/sys/kernel/seccomp/actions_avail names each action.
+KERNEL_ACTION_NAMES = {
+    "SCMP_ACT_KILL": "kill_thread", "SCMP_ACT_KILL_THREAD": "kill_thread",
+    "SCMP_ACT_KILL_PROCESS": "kill_process", "SCMP_ACT_TRAP": "trap", "SCMP_ACT_ERRNO": "errno",
+    "SCMP_ACT_TRACE": "trace", "SCMP_ACT_ALLOW": "allow", "SCMP_ACT_LOG": "log",
+    "SCMP_ACT_NOTIFY": "user_notif",
+}
+
+
+def unavailable_actions(seccomp, available_file="/proc/sys/kernel/seccomp/actions_avail"):
+    """A refusal for each action of linux.seccomp (the raw dict) this
+    kernel does not have; none where the kernel does not say."""
+    try:
+        with open(available_file) as f:
+            available = set(f.read().split())
+    except OSError:
+        return []
+    actions = [("linux.seccomp.defaultAction", seccomp["defaultAction"])]
+    actions += [(f"linux.seccomp.syscalls[{index}].action", entry["action"])
+                for index, entry in enumerate(seccomp.get("syscalls") or ())]
+    return [ConfigError(f"config.json: {where}: this kernel has no seccomp action {action}")
+            for where, action in actions if KERNEL_ACTION_NAMES.get(action) not in available]
+
+
 def load_tables():
     with open(SYSCALL_TABLE) as f:
         return jsontext.loads(f.read())

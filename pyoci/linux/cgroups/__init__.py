@@ -247,6 +247,35 @@ def add_process(directory, pid, forgive=None):
         raise ExecError(f"add pid {pid} to cgroup {directory}: {errno_text(exc.errno)}") from None
 
 
+def unavailable_controller(controller, file=None):
+    """The refusal of a limit whose controller this host lacks (create and
+    pyoci check word it alike)."""
+    from pyoci.errors import ConfigError
+    return ConfigError(f"config.json: linux.resources: the {controller} cgroup controller is "
+                       "not available on this host" + (f" ({file})" if file else ""))
+
+
+def missing_controllers(resources, root=CGROUP_ROOT):
+    """A refusal for each controller linux.resources needs that this host's
+    cgroups lack (pyoci check; create finds them as it writes)."""
+    if not resources:
+        return []
+    from pyoci.linux.cgroups import resources as fields
+    if detect_mode(root) == UNIFIED:
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+        return [unavailable_controller(controller)
+                for controller in fields.v2_controllers(fields.v2_writes(resources))
+                if controller not in available]
+    from pyoci.linux.cgroups.v1 import hierarchies
+    present = hierarchies(root)
+    missing = {}
+    for controller, name, _ in fields.v1_writes(resources):
+        if controller not in present and name not in fields.V1_OPTIONAL:
+            missing.setdefault(controller, name)
+    return [unavailable_controller(controller, name) for controller, name in missing.items()]
+
+
 # How a cgroup tree the runtime does not own refuses it.
 NOT_OURS = (errno.EACCES, errno.EPERM, errno.EROFS)
 

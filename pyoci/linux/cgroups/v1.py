@@ -6,7 +6,8 @@ import errno
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, Cgroups, container_cgroup, directories,
-                                 make_dir, own_cgroups, remove_dir, write_file)
+                                 make_dir, own_cgroups, remove_dir, unavailable_controller,
+                                 write_file)
 from pyoci.linux.cgroups.resources import V1_OPTIONAL, v1_writes
 from pyoci.linux.procfs import mount_table
 
@@ -115,8 +116,7 @@ class Manager(Cgroups):
                 if controller in self.skipped:
                     raise ExecError(f"cannot set {controller} limit: container could not "
                                     "join or create cgroup")
-                raise ConfigError(f"config.json: linux.resources: the {controller} cgroup "
-                                  f"controller is not available on this host ({name})")
+                raise unavailable_controller(controller, name)
             try:
                 write_file(directory, name, value)
             except OSError as exc:

@@ -4,7 +4,7 @@ import os
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
 from pyoci.linux.cgroups import (NOT_OURS, UNIFIED_KEY, Cgroups, make_dir, own_cgroups, remove_dir,
-                                 write_file)
+                                 unavailable_controller, write_file)
 from pyoci.linux.cgroups.resources import v2_controllers, v2_writes
 
 
@@ -106,8 +106,7 @@ class Manager(Cgroups):
             available = set(f.read().split())
         missing = [c for c in controllers if c not in available]
         if missing:
-            raise ConfigError(f"config.json: linux.resources: the {missing[0]} cgroup "
-                              "controller is not available on this host")
+            raise unavailable_controller(missing[0])
         for directory in self._ancestors():
             with open(os.path.join(directory, "cgroup.subtree_control")) as f:
                 enabled = f.read().split()
