@@ -340,8 +340,7 @@ def _write_sysctls(sysctl):
     for key, value in sysctl.items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
-            with open(path, "w") as f:
-                f.write(value)
+            procfs.write_in_procfs(path, value)
         except OSError as exc:
             raise ExecError(f"write sysctl {key}: {errno_text(exc.errno)}") from None
 

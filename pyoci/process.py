@@ -78,8 +78,7 @@ class _Fork:
         log.hold_destination()
         self.stage_pid = os.fork()
         if self.stage_pid == 0:
-            self.sock.close()
-            _child(child_sock, lambda: stage(syscalls, context, init))
+            _child(child_sock, lambda: (self.sock.close(), stage(syscalls, context, init)))
         child_sock.close()
         self.pid = None
 
@@ -254,17 +253,20 @@ def _write_oom_score_adj(pid, value):
 
 
 def _child(sock, body):
-    """Run BODY in a forked child; leave only by os._exit, errors sent as data."""
+    """Run BODY in a forked child; leave only by os._exit, errors sent as
+    data. Nothing may unwind past here: above are the parent's frames (a
+    create's undo), which a child must never run."""
+    code = 1
     try:
         body()
         code = 0
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
-        code = 1
         try:
             sync.send_error(sock, describe(exc))
-        except OSError:
+        except BaseException:  # noqa: BLE001 - the parent is gone: no one to tell
             pass
-    os._exit(code)
+    finally:
+        os._exit(code)
 
 
 def _namespace_stage(syscalls, context, init):

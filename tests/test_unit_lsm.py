@@ -35,29 +35,17 @@ def test_refusals_name_the_field(monkeypatch):
     lsm.check("p", "l", LABEL)
 
 
-def test_profile_and_label_go_to_the_thread_attr_files(monkeypatch, tmp_path):
+def test_profile_and_label_go_to_the_thread_attr_files(monkeypatch):
     """attr/apparmor/exec where the kernel has it (5.8+), else attr/exec."""
     written = []
     present = {"apparmor/exec", "exec", "keycreate"}
 
-    def fake_open(path, mode="r"):
+    def fake_write(path, value):
         name = path.removeprefix("/proc/thread-self/attr/")
         if name not in present:
             raise FileNotFoundError(path)
-        target = tmp_path / name.replace("/", "_")
-
-        class Recorder:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def write(self, value):
-                written.append((name, value))
-                target.write_text(value)
-        return Recorder()
-    monkeypatch.setattr(lsm, "open", fake_open, raising=False)
+        written.append((name, value))
+    monkeypatch.setattr(lsm.procfs, "write_in_procfs", fake_write)
     lsm.set_for_exec("docker-default", None)
     present.discard("apparmor/exec")
     lsm.set_for_exec("docker-default", "system_u:system_r:container_t:s0")

@@ -120,6 +120,27 @@ def test_sending_to_a_peer_gone_without_a_word(pair):
         sync.send(runtime, sync.GO)
 
 
+def test_a_child_whose_parent_is_gone_never_unwinds(pair, tmp_path):
+    """A forked child's stack holds its parent's frames (a create's undo):
+    failing, with no parent left to tell, it must still leave by _exit."""
+    from pyoci.process import _child
+    runtime, child = pair
+    unwound = tmp_path / "unwound"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            runtime.close()
+            _child(child, lambda: 1 / 0)
+        finally:
+            unwound.write_text("the child ran its caller's code")
+            os._exit(3)
+    runtime.close()
+    child.close()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert not unwound.exists()
+
+
 def test_unexpected_type(pair):
     runtime, child = pair
     sync.send(child, sync.RUN_HOOKS)

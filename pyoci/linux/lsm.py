@@ -13,6 +13,7 @@ at create, in one line: the kernel would refuse it later in any case.
 import os
 
 from pyoci.errors import ConfigError, ExecError, errno_text
+from pyoci.linux import procfs
 
 # The filesystems whose mounts take no context= (they label themselves), as runc.
 _UNLABELLED_MOUNTS = frozenset({"proc", "sysfs", "mqueue", "cgroup", "cgroup2", "bind"})
@@ -86,8 +87,7 @@ def _write_attr(names, value, what):
     for index, name in enumerate(names):
         path = f"/proc/thread-self/attr/{name}"
         try:
-            with open(path, "w") as f:
-                f.write(value)
+            procfs.write_in_procfs(path, value)
             return
         except FileNotFoundError:
             if index + 1 < len(names):

@@ -33,6 +33,31 @@ def is_alive(pid, expected_start_time, proc=PROC):
     return int(fields[19]) == expected_start_time
 
 
+def write_in_procfs(path, text):
+    """Write TEXT to PATH, a file of the procfs mounted at /proc, and only
+    there: not through a link, nor into what a mount over part of /proc
+    (a bind of a host file, or of another procfs file) put in its place.
+    The open file and /proc must be on the same mount (fdinfo's mnt_id)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        proc_fd = os.open(PROC, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _mount_id(fd) != _mount_id(proc_fd):
+                from pyoci.errors import ExecError
+                raise ExecError(f"{path}: not a file of the procfs at /proc: something is "
+                                "mounted over it")
+        finally:
+            os.close(proc_fd)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _mount_id(fd):
+    with open(f"{PROC}/self/fdinfo/{fd}") as f:
+        return next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+
+
 def executable(pid, proc=PROC):
     """What /proc/PID/exe names, or None where it cannot be read (gone, or
     not ours to look at)."""
