@@ -196,3 +196,41 @@ def test_sysctl_write_never_lands_under_a_mount_over_proc(tmp_path):
     assert created.stderr.strip().splitlines() == [
         "/proc/sys/net/ipv4/ip_forward: not a file of the procfs at /proc: something is "
         "mounted over it"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+@pytest.mark.parametrize("link", ["abs", "rel"])
+def test_cwd_through_a_link_out_of_the_rootfs_stays_inside(name, link, tmp_path):
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+
+    def cwd(config):
+        config["process"]["cwd"] = f"/mnt/{link}"
+    with private_runtime(RUNTIMES[name]) as runtime:
+        probe = Probe(runtime, tmp_path / name)
+        bundle = probe.bundle("touch written; pwd", cwd)
+        escape_links(Path(bundle) / "rootfs", host_dir)
+        runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+    assert os.listdir(host_dir) == []
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_user_lookup_through_a_link_out_of_the_rootfs(name, tmp_path):
+    """HOME comes from the container's /etc/passwd: a link from it to a host
+    file is resolved in the container's root, never on the host."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "passwd").write_text("root:x:0:0:root:/host-home:/bin/sh\n")
+
+    def no_home(config):
+        config["process"]["env"] = [e for e in config["process"]["env"]
+                                    if not e.startswith("HOME=")]
+    with private_runtime(RUNTIMES[name]) as runtime:
+        probe = Probe(runtime, tmp_path / name)
+        bundle = probe.bundle('echo "HOME=$HOME"', no_home)
+        passwd = Path(bundle) / "rootfs" / "etc" / "passwd"
+        passwd.unlink()
+        passwd.symlink_to(host_dir / "passwd")
+        runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+        output = probe.output(bundle)
+    assert "host-home" not in output, output
