@@ -9,7 +9,8 @@ One directory per container under the root (default /run/pyoci):
 
 The status is never read back from disk: a container is ``stopped`` when its
 init process is gone, a zombie, or a different process with the same pid
-(start time differs); ``created`` while exec.fifo exists; ``running`` after.
+(start time differs); ``created`` while init still runs what it waited for
+start in (see Container._waits_for_start); ``running`` after.
 """
 import os
 import time
