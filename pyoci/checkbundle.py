@@ -30,7 +30,7 @@ class Report:
 def check_bundle(bundle):
     """The Report of BUNDLE: problems with its config.json first; the host's
     only once the config itself is sound, since they read it."""
-    from pyoci import lifecycle, spec, validate
+    from pyoci import spec, validate
     report = Report(os.path.abspath(bundle))
     try:
         raw = spec.read(report.bundle)
@@ -49,13 +49,20 @@ def check_bundle(bundle):
         return report
     log.collect_warnings(report.warnings)  # what create would warn about (capabilities)
     try:
-        # Capabilities, rlimits, scheduling and seccomp, compiled as for create.
-        _collect(report, lambda: lifecycle.process_settings(config, config.process) and [])
+        _collect(report, lambda: _process_settings_problems(config))
     finally:
         log.collect_warnings(None)
     for source in _host_checks(config):
         _collect(report, source)
     return report
+
+
+def _process_settings_problems(config):
+    """Capabilities, rlimits, scheduling and seccomp, compiled as create
+    compiles them; the first refusal raises."""
+    from pyoci.lifecycle import process_settings
+    process_settings(config, config.process)
+    return []
 
 
 def _collect(report, source):

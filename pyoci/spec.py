@@ -9,6 +9,7 @@ import os
 from pyoci import jsontext, log
 from pyoci.errors import ConfigError, errno_text
 from pyoci.linux import lsm, mounts, network
+from pyoci.linux.devices import TYPE_BITS
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -235,11 +236,6 @@ def load(bundle):
     return config, raw
 
 
-# A device's file-type bits (stat.h's S_IFMT), as podman 4.3's --privileged
-# sends them in linux.devices[].fileMode: 24960 is S_IFBLK | 0o600.
-DEVICE_FILE_TYPES = {"b": 0o060000, "c": 0o020000, "u": 0o020000, "p": 0o010000}
-
-
 def accept_deviations(raw):
     """Where engines send what the schema forbids and runc accepts, make RAW
     valid as runc reads it; returns what was accepted, a line each.
@@ -252,7 +248,8 @@ def accept_deviations(raw):
     for index, device in enumerate(devices if isinstance(devices, list) else ()):
         if not isinstance(device, dict):
             continue  # the schema's to refuse
-        mode, file_type = device.get("fileMode"), DEVICE_FILE_TYPES.get(device.get("type"))
+        # podman 4.3's --privileged: 24960 is S_IFBLK | 0o600.
+        mode, file_type = device.get("fileMode"), TYPE_BITS.get(device.get("type"))
         if isinstance(mode, int) and file_type and mode & 0o170000 == file_type \
                 and not mode & ~0o170777:
             device["fileMode"] = mode & 0o777

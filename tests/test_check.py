@@ -11,6 +11,7 @@ import pytest
 
 from conformance.bundle import make_bundle, user_namespace
 from conformance.harness import PYOCI, LeakCheck
+from pyoci.linux.caps import own_effective
 from pyoci.sections import SECTIONS, section_of
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "oci-runtime-spec"
@@ -105,8 +106,7 @@ EXPECTED = [
 
 
 def has_sys_resource():
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"CapEff:\s+(\w+)", status).group(1), 16) >> 24 & 1
+    return own_effective("CAP_SYS_RESOURCE")
 
 
 @pytest.mark.root

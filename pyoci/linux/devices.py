@@ -24,7 +24,8 @@ SYMLINKS = (
     ("pts/ptmx", "/dev/ptmx"),
 )
 
-_TYPE_BITS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+# A device's file-type bits (stat.h's S_IFMT) by its config type.
+TYPE_BITS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
 class Node:
@@ -46,9 +47,6 @@ def nodes_for(config_devices):
     return list(nodes.values())
 
 
-_STAT_TYPES = {"c": stat.S_ISCHR, "u": stat.S_ISCHR, "b": stat.S_ISBLK, "p": stat.S_ISFIFO}
-
-
 def host_problems(config):
     """In a new user namespace, where mknod is refused, each device is the
     host's node bind-mounted: a refusal for each the host does not have."""
@@ -58,7 +56,7 @@ def host_problems(config):
     found = []
     for node in nodes_for(config.linux.devices):
         try:
-            is_device = _STAT_TYPES[node.type](os.stat(node.path).st_mode)
+            is_device = stat.S_IFMT(os.stat(node.path).st_mode) == TYPE_BITS[node.type]
         except OSError:
             is_device = False
         if not is_device:
@@ -92,7 +90,7 @@ def _mknod(target, node):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(target):
         os.unlink(target)
-    os.mknod(target, _TYPE_BITS[node.type] | (node.mode & 0o7777),
+    os.mknod(target, TYPE_BITS[node.type] | (node.mode & 0o7777),
              os.makedev(node.major, node.minor))
     os.chown(target, node.uid, node.gid)
 

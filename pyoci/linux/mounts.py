@@ -168,7 +168,7 @@ def check(config):
         bind = is_bind_mount(mount, options)
         if bind and options.data:
             _check_bind_data(where, options.data)
-        if options.idmap or mount.uid_mappings or mount.gid_mappings:
+        if is_idmapped(mount, options):
             if not bind:
                 raise ConfigError(f"{where}: idmapped mounts are only supported for bind mounts")
             if bool(mount.uid_mappings) != bool(mount.gid_mappings):
@@ -176,6 +176,11 @@ def check(config):
             if not mount.uid_mappings and not has_userns:
                 raise ConfigError(f"{where}: {options.idmap} needs uidMappings and gidMappings, "
                                   "or a user namespace whose mappings it takes")
+
+
+def is_idmapped(mount, options):
+    """Whether MOUNT (with its parsed OPTIONS) is an idmapped mount."""
+    return bool(options.idmap or mount.uid_mappings or mount.gid_mappings)
 
 
 IDMAPPED_MOUNTS_SINCE = (5, 12)  # mount_setattr(MOUNT_ATTR_IDMAP)
@@ -194,7 +199,7 @@ def host_problems(config, release=None):
     return [ConfigError(f"config.json: mounts[{index}] ({mount.destination}): idmapped mounts "
                         f"need Linux {'.'.join(map(str, IDMAPPED_MOUNTS_SINCE))}; this is {release}")
             for index, mount in enumerate(config.mounts)
-            if MountOptions(mount.options).idmap or mount.uid_mappings or mount.gid_mappings]
+            if is_idmapped(mount, MountOptions(mount.options))]
 
 
 def secure_join(root, path):
@@ -357,7 +362,7 @@ def _check_bind_data(where, data):
 
 def _bind(sys, bundle, entry, flags, sources):
     mount, options, target = entry.mount, entry.options, entry.target
-    if options.idmap or mount.uid_mappings:
+    if is_idmapped(mount, options):
         _attach(sources.idmapped(entry.index), target, lambda fd: sys.move_mount_fd(fd, target))
     else:
         source = source_path(mount, bundle)

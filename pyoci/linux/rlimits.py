@@ -19,9 +19,6 @@ def resolve(rlimits):
     return result
 
 
-CAP_SYS_RESOURCE = 24
-
-
 def above_hard_limits(resolved):
     """A refusal for each rlimit (of RESOLVED) whose hard limit is above
     this process's own, which only CAP_SYS_RESOURCE may raise, where the
@@ -31,19 +28,14 @@ def above_hard_limits(resolved):
         current = resource.getrlimit(number)[1]
         if current == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and hard <= current):
             continue
-        if _has_sys_resource():
+        from pyoci.linux.caps import own_effective
+        if own_effective("CAP_SYS_RESOURCE"):
             return []
         shown = "unlimited" if hard == resource.RLIM_INFINITY else hard
         found.append(ConfigError(
             f"config.json: process.rlimits[{index}]: the hard limit of {name} ({shown}) is above "
             f"this host's ({current}), and the runtime lacks CAP_SYS_RESOURCE to raise it"))
     return found
-
-
-def _has_sys_resource():
-    with open("/proc/self/status") as f:
-        effective = next(line for line in f if line.startswith("CapEff:"))
-    return bool(int(effective.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
 
 
 def _limit(value):
