@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conformance.bundle import make_bundle, user_namespace
-from conformance.harness import PYOCI, LeakCheck
+from conformance.harness import PYOCI, RUNC, LeakCheck, private_runtime
 from pyoci.linux.caps import own_effective
 from pyoci.sections import SECTIONS, section_of
 
@@ -136,7 +136,8 @@ def test_every_problem_one_line_and_nothing_made(pyoci, tmp_path):
 @pytest.mark.root
 @pytest.mark.parametrize("problem", ["rlimit", "namespace path", "config rule", "schema"])
 def test_create_refuses_in_checks_words(problem, pyoci, tmp_path):
-    """What create refuses before anything exists reads as check's line."""
+    """What create refuses before anything exists reads as check's line;
+    runc refuses the same bundle."""
     def mutate(config):
         if problem == "rlimit":
             config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1, "hard": 1 << 40}]
@@ -162,6 +163,8 @@ def test_create_refuses_in_checks_words(problem, pyoci, tmp_path):
         assert not os.listdir(pyoci.root) if pyoci.root.exists() else True
     finally:
         leaks.close()
+    with private_runtime(RUNC) as runc:  # refuses each of them too, in its own words
+        assert runc.run("create", "--bundle", bundle, runc.new_id(), check=False).returncode == 1
 
 
 def test_no_config(tmp_path):
