@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include "shim.h"
 
@@ -50,6 +51,14 @@ int pyoci_mount_setattr(int dirfd, const char *path, unsigned int flags,
         .propagation = propagation, .userns_fd = userns_fd,
     };
     return mount_setattr(dirfd, path, flags, &attr, sizeof(attr));
+}
+
+/* Resolution the kernel keeps inside a root: RESOLVE_IN_ROOT and friends. */
+int pyoci_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
+                  uint64_t resolve)
+{
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
 
 int pyoci_pivot_root(const char *new_root, const char *put_old)

@@ -17,6 +17,9 @@ int pyoci_move_mount(int from_dirfd, const char *from_path, int to_dirfd,
 int pyoci_mount_setattr(int dirfd, const char *path, unsigned int flags,
                         uint64_t attr_set, uint64_t attr_clr, uint64_t propagation,
                         uint64_t userns_fd);
+/* openat2 (Linux 5.6) with how's fields as arguments. */
+int pyoci_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
+                  uint64_t resolve);
 int pyoci_pivot_root(const char *new_root, const char *put_old);
 int pyoci_capset(uint32_t effective[2], uint32_t permitted[2],
                  uint32_t inheritable[2]);

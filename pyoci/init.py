@@ -348,8 +348,8 @@ def _write_sysctls(sysctl):
 def _cgroup_mounter(syscalls, context):
     own_namespace = context.config.linux.namespace("cgroup") is not None
 
-    def mount(target, options):
-        cgroups.mount_cgroupfs(syscalls, target, options.flags, context.cgroup_paths,
+    def mount(attach, options):
+        cgroups.mount_cgroupfs(syscalls, attach, options.flags, context.cgroup_paths,
                                own_namespace)
     return mount
 

@@ -15,14 +15,16 @@ _format = "text"
 _debug = False
 _held_fd = None
 _fault_point = None
+_pause_points = ()
 _warnings = None  # a list that takes warnings instead of stderr (pyoci check)
 
 
 def configure(path=None, log_format="text", debug=False):
-    global _path, _format, _debug, _held_fd, _fault_point
+    global _path, _format, _debug, _held_fd, _fault_point, _pause_points
     _path, _format, _debug = path, log_format, debug
     # Read only under --debug, so an engine's environment cannot trip one.
     _fault_point = os.environ.get("PYOCI_FAULT") if debug else None
+    _pause_points = os.environ.get("PYOCI_PAUSE", "").split(",") if debug else ()
     if _held_fd is not None:
         os.close(_held_fd)
         _held_fd = None
@@ -80,6 +82,17 @@ def fault_point(name):
     cleanup, as an OOM kill or a reboot would). README: "Fault points"."""
     if _fault_point == name:
         os.kill(os.getpid(), 9)
+
+
+def pause_point(name, detail):
+    """Where a test holds the runtime still to change the world under it
+    (swap a path for a link): with --debug and NAME or NAME=DETAIL among
+    PYOCI_PAUSE's comma-separated names, block until the test has opened
+    the FIFO PYOCI_PAUSE_FIFO for writing and closed it again. README:
+    "Fault points"."""
+    if name in _pause_points or f"{name}={detail}" in _pause_points:
+        with open(os.environ["PYOCI_PAUSE_FIFO"], "rb") as fifo:
+            fifo.read()
 
 
 def debug_enabled():

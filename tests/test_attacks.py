@@ -5,15 +5,19 @@ root filesystem that point out of it where pyoci mounts, masks or makes
 files (CVE-2025-31133 / 52565), and writes meant for procfs sent elsewhere
 by a mount over /proc (CVE-2025-52881). runc runs beside pyoci where it
 has the same protection."""
+import errno
 import hashlib
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conformance.bundle import bind_mount, tmpfs_mount
-from conformance.harness import OUT, PYOCI, RUNC, Probe, private_runtime, wait_until
+from conformance.harness import (OUT, PYOCI, RUNC, ConsoleSocket, Probe, private_runtime,
+                                 wait_until)
 
 pytestmark = pytest.mark.root
 
@@ -234,3 +238,174 @@ def test_user_lookup_through_a_link_out_of_the_rootfs(name, tmp_path):
         runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
         output = probe.output(bundle)
     assert "host-home" not in output, output
+
+
+# ------------------------------------------ swapped for a link while pyoci works
+# A process that shares the rootfs or a volume (here: the test, on the host)
+# swaps a path pyoci is mounting on for a link, at pyoci's pause points
+# (log.pause_point; runc 1.1.5 has none, so these run on pyoci alone).
+def create_paused(runtime, bundle, container_id, points, on_pause, fifo):
+    """`create` with PAUSE points armed; ON_PAUSE(count, pid) runs at each,
+    PID being the paused process. The CompletedProcess-like result."""
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYOCI_PAUSE": ",".join(points), "PYOCI_PAUSE_FIFO": str(fifo)}
+    runtime.container_ids.add(container_id)
+    with open(fifo.with_suffix(".err"), "w+") as stderr:
+        process = subprocess.Popen(runtime.argv + ["--debug", "create", "--bundle", bundle,
+                                                   container_id],
+                                   env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        count = 0
+        while process.poll() is None:
+            try:
+                held = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO  # no one paused yet
+                time.sleep(0.002)
+                continue
+            try:
+                on_pause(count, _reader_of(fifo))
+            finally:
+                # A fresh FIFO for the next pause, so that the one just let
+                # go (still open, until it reads EOF) is not taken for it.
+                os.unlink(fifo)
+                os.mkfifo(fifo)
+                os.close(held)
+            count += 1
+        stderr.seek(0)
+        errors = [line for line in stderr.read().splitlines() if "level=debug" not in line]
+    return process.returncode, errors, count
+
+
+def _reader_of(fifo):
+    # Its open of the FIFO may still be returning when ours has.
+    return wait_until(lambda: _find_reader(fifo), f"the process pausing on {fifo}")
+
+
+def _find_reader(fifo):
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        if fd_dir.parent.name == str(os.getpid()):
+            continue  # the writer
+        try:
+            if any(os.readlink(fd) == str(fifo) for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def _mount_points(pid):
+    return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+
+
+def test_mount_point_swapped_before_mounting_is_not_followed(tmp_path):
+    """Between pinning /srv/volume and mounting on it, it becomes a link to
+    a host directory: the mount goes on the directory pinned (inside the
+    rootfs, wherever it was moved), never on the host's, and create says
+    the place is no longer what it mounted."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    source = tmp_path / "volume"
+    source.mkdir()
+    seen = {}
+    with private_runtime(PYOCI) as runtime:
+        probe = Probe(runtime, tmp_path / "p")
+        bundle = probe.bundle("true", lambda c: c["mounts"].insert(
+            0, bind_mount(source, "/srv/volume")))
+        rootfs = Path(bundle) / "rootfs"
+        (rootfs / "srv" / "volume").mkdir(parents=True)
+
+        def swap(count, pid):
+            if count == 0:  # the place is pinned
+                os.rename(rootfs / "srv" / "volume", rootfs / "srv" / "moved")
+                (rootfs / "srv" / "volume").symlink_to(host_dir)
+            else:  # mounted: where did it go?
+                seen["mounts"] = _mount_points(pid)
+        code, errors, pauses = create_paused(
+            runtime, bundle, runtime.new_id(),
+            ["init:mount-point=/srv/volume", "init:mounted=/srv/volume"], swap, tmp_path / "fifo")
+    assert pauses == 2
+    assert str(host_dir) not in seen["mounts"]
+    assert str(rootfs / "srv" / "moved") in seen["mounts"]
+    assert code == 1 and len(errors) == 1 and "/srv/volume" in errors[0], errors
+    assert "no longer the mount" in errors[0] or "opened again" in errors[0], errors
+    assert os.listdir(host_dir) == []
+
+
+def test_read_only_bind_swapped_after_mounting_is_not_left_writable(tmp_path):
+    """A read-only volume: once bound, its mount point is moved aside and
+    a link to the rootfs (a mount root) put in its place, so that a
+    remount by path would make some other mount read-only and leave the
+    volume writable. pyoci refuses; the volume's files are untouched."""
+    source = tmp_path / "volume"
+    source.mkdir()
+    (source / "data").write_text("host's\n")
+    with private_runtime(PYOCI) as runtime:
+        probe = Probe(runtime, tmp_path / "p")
+        bundle = probe.bundle("echo pwned > /srv/volume/data; echo pwned > /srv/moved/data",
+                              lambda c: c["mounts"].insert(0, bind_mount(source, "/srv/volume",
+                                                                         "ro")))
+        rootfs = Path(bundle) / "rootfs"
+        (rootfs / "srv" / "volume").mkdir(parents=True)
+
+        def swap(count, pid):
+            os.rename(rootfs / "srv" / "volume", rootfs / "srv" / "moved")
+            (rootfs / "srv" / "volume").symlink_to(rootfs)
+        container_id = runtime.new_id()
+        code, errors, pauses = create_paused(runtime, bundle, container_id,
+                                             ["init:mounted=/srv/volume"], swap, tmp_path / "fifo")
+        if code == 0:
+            runtime.start(container_id)
+            runtime.wait_for_status(container_id, "stopped")
+    assert pauses == 1
+    assert (source / "data").read_text() == "host's\n"
+    assert code == 1 and len(errors) == 1 and "/srv/volume" in errors[0], errors
+
+
+HOST_SYSCTL = Path("/proc/sys/kernel/core_uses_pid")
+
+
+def test_dev_null_linked_into_proc_is_not_bound_over_masked_paths(tmp_path):
+    """An engine's /dev bind whose null is a link to a host-wide sysctl:
+    binding "/dev/null" over the masked paths would hand the container
+    that sysctl, writable (CVE-2025-31133; runc 1.1.5 is not protected,
+    so pyoci runs alone). pyoci checks /dev/null is the null device."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "null").symlink_to("/proc/sys/kernel/core_uses_pid")
+    before = HOST_SYSCTL.read_text()
+    flipped = "0" if before.strip() == "1" else "1"
+
+    def bind_dev(config):
+        config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
+        config["mounts"].insert(1, bind_mount(dev, "/dev"))
+    try:
+        with private_runtime(PYOCI) as runtime:
+            probe = Probe(runtime, tmp_path / "p")
+            bundle = probe.bundle(f"echo {flipped} > /proc/kcore; echo {flipped} > /proc/timer_list",
+                                  bind_dev)
+            result = runtime.run("run", "--bundle", bundle, runtime.new_id(), check=False)
+        assert HOST_SYSCTL.read_text() == before
+        assert result.returncode == 1, result
+        assert result.stderr.count("\n") == 1 and "/dev/null is not the null device" in result.stderr
+    finally:
+        HOST_SYSCTL.write_text(before)
+
+
+def test_dev_console_linked_into_proc_is_not_mounted_over(tmp_path):
+    """With the image's own /dev, /dev/console a link to a procfs file: the
+    console bind would cover that file before the masks (CVE-2025-52565).
+    pyoci refuses a /dev/console that is a link."""
+    console = ConsoleSocket(tmp_path / "console.sock")
+
+    def image_dev_and_terminal(config):
+        config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
+        config["process"]["terminal"] = True
+    with private_runtime(PYOCI) as runtime:
+        probe = Probe(runtime, tmp_path / "p")
+        bundle = probe.bundle("true", image_dev_and_terminal)
+        (Path(bundle) / "rootfs" / "dev" / "console").symlink_to("/proc/sys/kernel/core_uses_pid")
+        result = runtime.run("create", "--bundle", bundle, "--console-socket", console.path,
+                             runtime.new_id(), check=False)
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and "/dev/console is a symbolic link" in result.stderr

@@ -4,7 +4,8 @@ import os
 import stat
 
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux.mounts import MS_BIND, make_mount_point, secure_join
+from pyoci.linux import inroot
+from pyoci.linux.mounts import MS_BIND
 
 # (path, type, major, minor): what runtime-spec's "Default Devices" lists.
 DEFAULT_DEVICES = (
@@ -68,39 +69,52 @@ def host_problems(config):
     return found
 
 
-def create_devices(sys, rootfs, nodes, in_user_namespace):
+def create_devices(sys, root_fd, nodes, in_user_namespace):
     """mknod each node; inside a user namespace mknod is refused, so bind the host's."""
     old_umask = os.umask(0)
     try:
         for node in nodes:
-            target = secure_join(rootfs, node.path)
             try:
-                if in_user_namespace:
-                    make_mount_point(target, source_is_dir=False)
-                    sys.mount(node.path, target, "bind", MS_BIND)
-                else:
-                    _mknod(target, node)
+                parent, name = inroot.place_in(sys, root_fd, node.path)
+                try:
+                    if in_user_namespace:
+                        _bind_host_node(sys, parent, name, node.path)
+                    else:
+                        _mknod(parent, name, node)
+                finally:
+                    os.close(parent)
             except OSError as exc:
                 raise ExecError(f"create device {node.path}: {errno_text(exc.errno)}") from None
     finally:
         os.umask(old_umask)
 
 
-def _mknod(target, node):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if os.path.lexists(target):
-        os.unlink(target)
-    os.mknod(target, TYPE_BITS[node.type] | (node.mode & 0o7777),
-             os.makedev(node.major, node.minor))
-    os.chown(target, node.uid, node.gid)
+def _bind_host_node(sys, parent, name, host_path):
+    inroot.make_at(parent, name, "file")
+    place = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        sys.mount(host_path, inroot.fd_path(place), "bind", MS_BIND)
+    finally:
+        os.close(place)
 
 
-def create_symlinks(rootfs):
-    for source, link in SYMLINKS:
-        target = os.path.join(rootfs, link.lstrip("/"))
-        if not os.path.lexists(target):
-            os.symlink(source, target)
-    if os.path.exists("/proc/kcore"):
-        core = os.path.join(rootfs, "dev/core")
-        if not os.path.lexists(core):
-            os.symlink("/proc/kcore", core)
+def _mknod(parent, name, node):
+    try:
+        os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    os.mknod(name, TYPE_BITS[node.type] | (node.mode & 0o7777),
+             os.makedev(node.major, node.minor), dir_fd=parent)
+    os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+
+
+def create_symlinks(sys, root_fd):
+    links = SYMLINKS + ((("/proc/kcore", "/dev/core"),) if os.path.exists("/proc/kcore") else ())
+    for source, link in links:
+        parent, name = inroot.parent_in(sys, root_fd, link)
+        try:
+            os.symlink(source, name, dir_fd=parent)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)

@@ -4,7 +4,7 @@ import stat
 
 from pyoci import log
 from pyoci.errors import ConfigError, ExecError, errno_text
-from pyoci.linux import lsm, syscalls as sc
+from pyoci.linux import inroot, lsm, syscalls as sc
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -234,16 +234,6 @@ def secure_join(root, path):
     return os.path.join(root, *resolved)
 
 
-def make_mount_point(target, source_is_dir=True):
-    """Create TARGET as a directory, or as an empty file for a file bind."""
-    if source_is_dir:
-        os.makedirs(target, exist_ok=True)
-        return
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if not os.path.exists(target):
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
-
-
 def remount_bind(sys, target, flags):
     """Add FLAGS to an existing bind mount, keeping those it has.
 
@@ -284,17 +274,19 @@ def bind_remount_flags(flags, cleared, source_flags):
 class Entry:
     """One config mount being made (mounts[INDEX]): where it goes, and what is
     applied once every mount and device exists (read-only of a mount others
-    go under)."""
-    __slots__ = ("index", "mount", "options", "target", "defer_readonly", "mount_label")
+    go under). Once mounted, TARGET is the path of the new mount's own fd,
+    which every later step goes through (inroot.py)."""
+    __slots__ = ("index", "mount", "options", "defer_readonly", "mount_label", "mount_fd",
+                 "target")
 
-    def __init__(self, rootfs, index, mount, defer_readonly=False, mount_label=None):
+    def __init__(self, index, mount, defer_readonly=False, mount_label=None):
         self.index = index
         self.mount = mount
         self.mount_label = mount_label  # linux.mountLabel (SELinux)
         self.options = MountOptions(mount.options)
-        self.target = secure_join(rootfs, mount.destination)
         self.defer_readonly = defer_readonly and bool(
             self.options.flags & MS_RDONLY or self.options.recursive_set & sc.MOUNT_ATTR_RDONLY)
+        self.mount_fd = self.target = None
 
     def describe(self):
         return f"mount {self.mount.source or self.mount.type} to {self.mount.destination}"
@@ -302,27 +294,52 @@ class Entry:
     def fail(self, exc):
         return ExecError(f"{self.describe()}: {errno_text(exc.errno)}")
 
+    def attacher(self, sys, root_fd, kind):
+        """What mounts on the destination: it takes a function that mounts
+        on the path it is given (the pinned mount point, made as KIND), and
+        returns the new mount's path."""
+        def attach(do_mount):
+            destination = self.mount.destination
+            if kind == "ordinary dir":
+                place = _ordinary_directory(sys, root_fd, self)
+            else:
+                place = inroot.make_in(sys, root_fd, destination, kind)
+            try:
+                log.pause_point("init:mount-point", destination)
+                do_mount(inroot.fd_path(place))
+                log.pause_point("init:mounted", destination)
+                self.mount_fd = inroot.reopen_mounted(sys, root_fd, destination, place)
+            finally:
+                os.close(place)
+            self.target = inroot.fd_path(self.mount_fd)
+            return self.target
+        return attach
 
-def mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources):
-    """Mount one config entry under ROOTFS (before pivot_root).
+    def close(self):
+        if self.mount_fd is not None:
+            os.close(self.mount_fd)
+            self.mount_fd = None
+
+
+def mount_entry(sys, root_fd, bundle, entry, cgroup_mounter, sources):
+    """Mount one config entry inside the root open at ROOT_FD (before pivot_root).
 
     SOURCES opens bind sources init cannot reach and makes idmapped copies
     (pyoci/linux/mount_sources.py, by way of the runtime).
     """
-    mount, options, target = entry.mount, entry.options, entry.target
+    mount, options = entry.mount, entry.options
     flags = options.flags & ~MS_RDONLY if entry.defer_readonly else options.flags
     try:
         if is_bind_mount(mount, options):
-            _bind(sys, bundle, entry, flags, sources)
+            _bind(sys, root_fd, bundle, entry, flags, sources)
         elif mount.type == "cgroup":
-            make_mount_point(target)
-            cgroup_mounter(target, options)
+            cgroup_mounter(entry.attacher(sys, root_fd, "dir"), options)
         else:
-            _mount_fs(sys, rootfs, entry, flags)
+            _mount_fs(sys, root_fd, entry, flags)
         _set_recursive(sys, entry, options.recursive_set & ~(
             sc.MOUNT_ATTR_RDONLY if entry.defer_readonly else 0))
         for flag in options.propagation:
-            sys.mount(None, target, None, flag)
+            sys.mount(None, entry.target, None, flag)
     except OSError as exc:
         raise entry.fail(exc) from None
 
@@ -360,57 +377,76 @@ def _check_bind_data(where, data):
     log.debug(f"{where}: {data!r} has no effect on a bind mount (the kernel ignores it)")
 
 
-def _bind(sys, bundle, entry, flags, sources):
-    mount, options, target = entry.mount, entry.options, entry.target
+def _bind(sys, root_fd, bundle, entry, flags, sources):
+    mount, options = entry.mount, entry.options
     if is_idmapped(mount, options):
-        _attach(sources.idmapped(entry.index), target, lambda fd: sys.move_mount_fd(fd, target))
+        _attach_fd(sys, root_fd, entry, sources.idmapped(entry.index),
+                   lambda fd, place: sys.move_mount_fd(fd, place))
     else:
         source = source_path(mount, bundle)
         try:
             source_stat = os.stat(source)
         except PermissionError:
             # Only the host's root may reach it (a user namespace's root may not).
-            _attach(sources.open(entry.index), target, lambda fd: sys.mount(
-                f"/proc/self/fd/{fd}", target, "bind", MS_BIND | (flags & MS_REC)))
+            _attach_fd(sys, root_fd, entry, sources.open(entry.index), lambda fd, place: sys.mount(
+                inroot.fd_path(fd), place, "bind", MS_BIND | (flags & MS_REC)))
         else:
-            make_mount_point(target, stat.S_ISDIR(source_stat.st_mode))
-            sys.mount(source, target, "bind", MS_BIND | (flags & MS_REC))
-    remount = bind_remount_flags(flags, options.cleared, mount_flags(target))
+            entry.attacher(sys, root_fd, _kind(source_stat.st_mode))(
+                lambda place: sys.mount(source, place, "bind", MS_BIND | (flags & MS_REC)))
+    remount = bind_remount_flags(flags, options.cleared, mount_flags(entry.target))
     if remount is not None:
-        sys.mount(None, target, None, MS_BIND | MS_REMOUNT | remount)
+        sys.mount(None, entry.target, None, MS_BIND | MS_REMOUNT | remount)
 
 
-def _attach(source_fd, target, attach):
-    """Make TARGET's mount point for the source open at SOURCE_FD, ATTACH it, close it."""
+def _kind(mode):
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
+def _attach_fd(sys, root_fd, entry, source_fd, attach):
+    """Mount the source open at SOURCE_FD (by ATTACH) on the entry's destination, close it."""
     try:
-        make_mount_point(target, stat.S_ISDIR(os.fstat(source_fd).st_mode))
-        attach(source_fd)
+        entry.attacher(sys, root_fd, _kind(os.fstat(source_fd).st_mode))(
+            lambda place: attach(source_fd, place))
     finally:
         os.close(source_fd)
 
 
-def _mount_fs(sys, rootfs, entry, flags):
-    mount, options, target = entry.mount, entry.options, entry.target
-    if mount.type in ("proc", "sysfs"):
-        _check_ordinary_directory(rootfs, entry)
-    data = options.data
-    if mount.type == "tmpfs" and "mode=" not in data:
-        # As runc: a tmpfs takes the mode of the directory it covers,
-        # setuid, setgid and sticky bits included.
-        data = _with_covered_mode(target, data)
-    data = lsm.mount_data(data, mount.type, False, entry.mount_label)
-    make_mount_point(target)
-    if options.tmpcopyup:
-        _mount_tmpfs_copyup(sys, mount, flags, data, target)
-        return
+def _mount_fs(sys, root_fd, entry, flags):
+    mount, options = entry.mount, entry.options
+    data, image_dir, host_sysfs = options.data, None, False
+
+    def do_mount(place):
+        nonlocal data, image_dir, host_sysfs
+        if mount.type == "tmpfs" and "mode=" not in data:
+            # As runc: a tmpfs takes the mode of the directory it covers,
+            # setuid, setgid and sticky bits included.
+            data = _with_covered_mode(place, data)
+        data = lsm.mount_data(data, mount.type, False, entry.mount_label)
+        if options.tmpcopyup:
+            # The pinned place is the image's directory, soon under the tmpfs.
+            image_dir = os.open(place, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sys.mount(mount.source or mount.type, place, mount.type,
+                      flags & ~MS_RDONLY if options.tmpcopyup else flags, data or None)
+        except PermissionError:
+            if mount.type != "sysfs":
+                raise
+            # sysfs refuses a network namespace we do not own: show the host's, as runc does.
+            sys.mount("/sys", place, "bind", MS_BIND | MS_REC)
+            host_sysfs = True
+
     try:
-        sys.mount(mount.source or mount.type, target, mount.type, flags, data or None)
-    except PermissionError:
-        if mount.type != "sysfs":
-            raise
-        # sysfs refuses a network namespace we do not own: show the host's, as runc does.
-        sys.mount("/sys", target, "bind", MS_BIND | MS_REC)
-        remount_bind(sys, target, flags)
+        target = entry.attacher(sys, root_fd, "ordinary dir" if mount.type in ("proc", "sysfs")
+                                else "dir")(do_mount)
+        if host_sysfs:
+            remount_bind(sys, target, flags)
+        if image_dir is not None:
+            copy_tree(image_dir, target)
+            if flags & MS_RDONLY:
+                sys.mount(None, target, None, flags | MS_REMOUNT, data or None)
+    finally:
+        if image_dir is not None:
+            os.close(image_dir)
     lsm.label_mount_point(target, mount.type, entry.mount_label)
 
 
@@ -425,27 +461,15 @@ def _with_covered_mode(target, data):
     return f"{mode},{data}" if data else mode
 
 
-def _check_ordinary_directory(rootfs, entry):
+def _ordinary_directory(sys, root_fd, entry):
     """proc and sysfs never go through a link or over a file of the image:
     that has been the way to mount them somewhere the masks do not reach."""
-    destination = entry.mount.destination.rstrip("/") or "/"
-    parent = secure_join(rootfs, os.path.dirname(destination))
-    place = os.path.join(parent, os.path.basename(destination))
-    if os.path.lexists(place) and (os.path.islink(place) or not os.path.isdir(place)):
+    place = inroot.make_leaf_in(sys, root_fd, entry.mount.destination, "dir")
+    if not stat.S_ISDIR(os.fstat(place).st_mode):
+        os.close(place)
         raise ExecError(f"{entry.describe()}: filesystem {entry.mount.type!r} must be mounted "
                         "on ordinary directory")
-
-
-def _mount_tmpfs_copyup(sys, mount, flags, data, target):
-    """tmpfs whose initial content is a copy of what the image had there."""
-    image_dir = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        sys.mount(mount.source or "tmpfs", target, mount.type, flags & ~MS_RDONLY, data or None)
-        copy_tree(image_dir, target)
-        if flags & MS_RDONLY:
-            sys.mount(None, target, None, flags | MS_REMOUNT, data or None)
-    finally:
-        os.close(image_dir)
+    return place
 
 
 def copy_tree(source_dir_fd, destination):

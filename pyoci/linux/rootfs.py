@@ -4,13 +4,15 @@
 host is still visible); ``enter`` does pivot_root; ``finish`` applies what
 needs the container's own /proc (readonly and masked paths, readonly root).
 """
+import contextlib
 import os
+import stat
 
 from pyoci.errors import ExecError, errno_text
-from pyoci.linux import devices, mounts, procfs
+from pyoci.linux import devices, inroot, mounts, procfs
 from pyoci.linux import syscalls as sc
 from pyoci.linux.mounts import (MNT_DETACH, MS_BIND, MS_MOVE, MS_RDONLY, MS_REC, MS_SLAVE,
-                                remount_bind, secure_join)
+                                remount_bind)
 
 
 def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
@@ -22,20 +24,32 @@ def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
     # the new root once it is the root (finish).
     _mount_or_fail(sys, None, "/", None, MS_SLAVE | MS_REC, "set propagation of /")
     _mount_or_fail(sys, rootfs, rootfs, "bind", MS_BIND | MS_REC, "bind rootfs")
-    entries = [mounts.Entry(rootfs, index, mount,
-                            _others_go_under(mount, config.mounts[index + 1:]),
+    entries = [mounts.Entry(index, mount, _others_go_under(mount, config.mounts[index + 1:]),
                             config.linux.mount_label)
                for index, mount in enumerate(config.mounts)]
-    for entry in entries:
-        mounts.mount_entry(sys, rootfs, bundle, entry, cgroup_mounter, sources)
-    if config.process:
-        os.makedirs(secure_join(rootfs, config.process.cwd), 0o755, exist_ok=True)
-    if not _dev_is_bound(config):
-        devices.create_devices(sys, rootfs, devices.nodes_for(config.linux.devices),
-                               in_user_namespace)
-        devices.create_symlinks(rootfs)
-    for entry in entries:
-        mounts.finish_entry(sys, entry)
+    root_fd = inroot.open_root(rootfs)
+    try:
+        for entry in entries:
+            mounts.mount_entry(sys, root_fd, bundle, entry, cgroup_mounter, sources)
+        if config.process:
+            _make_cwd(sys, root_fd, config.process.cwd)
+        if not _dev_is_bound(config):
+            devices.create_devices(sys, root_fd, devices.nodes_for(config.linux.devices),
+                                   in_user_namespace)
+            devices.create_symlinks(sys, root_fd)
+        for entry in entries:
+            mounts.finish_entry(sys, entry)
+    finally:
+        os.close(root_fd)
+        for entry in entries:
+            entry.close()
+
+
+def _make_cwd(sys, root_fd, cwd):
+    try:
+        os.close(inroot.make_in(sys, root_fd, cwd, "dir"))
+    except OSError as exc:
+        raise ExecError(f"make cwd {cwd}: {errno_text(exc.errno)}") from None
 
 
 def _others_go_under(mount, later_mounts):
@@ -117,9 +131,13 @@ def finish(sys, config):
     if propagation:
         _mount_or_fail(sys, None, "/", None, mounts.propagation_flag(propagation),
                        "set rootfs propagation")
-    for path in config.linux.readonly_paths:
-        _readonly_path(sys, path)
-    _mask_paths(sys, config.linux.masked_paths)
+    root_fd = inroot.open_root("/")
+    try:
+        for path in config.linux.readonly_paths:
+            _readonly_path(sys, root_fd, path)
+        _mask_paths(sys, root_fd, config.linux.masked_paths)
+    finally:
+        os.close(root_fd)
     if config.root_readonly:
         try:
             remount_bind(sys, "/", MS_RDONLY | MS_REC)
@@ -127,42 +145,78 @@ def finish(sys, config):
             raise ExecError(f"remount / read-only: {errno_text(exc.errno)}") from None
 
 
-def _readonly_path(sys, path):
-    if not os.path.lexists(path):
-        return
+@contextlib.contextmanager
+def _place(sys, root_fd, path, what):
+    """PATH open inside the root, or None if missing; an OSError in the
+    block is one line saying WHAT failed."""
+    place = None
     try:
-        sys.mount(path, path, None, MS_BIND | MS_REC)
-        remount_bind(sys, path, MS_RDONLY | MS_REC)
+        try:
+            place = inroot.open_in(sys, root_fd, path)
+        except FileNotFoundError:
+            pass
+        yield place
     except OSError as exc:
-        raise ExecError(f"make {path} read-only: {errno_text(exc.errno)}") from None
+        raise ExecError(f"{what}: {errno_text(exc.errno)}") from None
+    finally:
+        if place is not None:
+            os.close(place)
 
 
-def _mask_paths(sys, paths):
+def _readonly_path(sys, root_fd, path):
+    with _place(sys, root_fd, path, f"make {path} read-only") as place:
+        if place is None:
+            return
+        sys.mount(inroot.fd_path(place), inroot.fd_path(place), None, MS_BIND | MS_REC)
+        bound = inroot.reopen_mounted(sys, root_fd, path, place)
+        try:
+            remount_bind(sys, inroot.fd_path(bound), MS_RDONLY | MS_REC)
+        finally:
+            os.close(bound)
+
+
+def _mask_paths(sys, root_fd, paths):
     """/dev/null over each file; over each directory, one empty read-only
     tmpfs shared by all of them (as runc: one superblock, not one each)."""
-    empty_dir = None
+    empty_dir = null = None
     try:
         for path in paths:
             _refuse_link_to_kernel_files(path)
-            try:
-                if os.path.isdir(path):
+            with _place(sys, root_fd, path, f"mask {path}") as place:
+                if place is None:
+                    continue
+                if stat.S_ISDIR(os.fstat(place).st_mode):
                     if empty_dir is None:
-                        sys.mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
-                        empty_dir = sys.open_tree(path, sc.OPEN_TREE_CLOEXEC)
+                        sys.mount("tmpfs", inroot.fd_path(place), "tmpfs", MS_RDONLY, "size=0")
+                        empty_dir = inroot.reopen_mounted(sys, root_fd, path, place)
                     else:
                         copy = sys.open_tree("", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
                                              sc.AT_EMPTY_PATH, dirfd=empty_dir)
                         try:
-                            sys.move_mount_fd(copy, path)
+                            sys.move_mount_fd(copy, inroot.fd_path(place))
                         finally:
                             os.close(copy)
-                elif os.path.lexists(path):
-                    sys.mount("/dev/null", path, None, MS_BIND)
-            except OSError as exc:
-                raise ExecError(f"mask {path}: {errno_text(exc.errno)}") from None
+                else:
+                    if null is None:
+                        null = _open_null(sys, root_fd)
+                    sys.mount(inroot.fd_path(null), inroot.fd_path(place), None, MS_BIND)
     finally:
-        if empty_dir is not None:
-            os.close(empty_dir)
+        for fd in (empty_dir, null):
+            if fd is not None:
+                os.close(fd)
+
+
+def _open_null(sys, root_fd):
+    """The container's /dev/null, which must be the null device: a link or
+    a file put in its place would bind something else over masked paths
+    (CVE-2025-31133)."""
+    null = inroot.open_in(sys, root_fd, "/dev/null")
+    info = os.fstat(null)
+    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(1, 3):
+        os.close(null)
+        raise ExecError("mask: /dev/null is not the null device (char 1:3): refusing to "
+                        "bind it over masked paths")
+    return null
 
 
 def _refuse_link_to_kernel_files(path):

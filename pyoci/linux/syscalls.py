@@ -35,6 +35,7 @@ AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_SYMLINKS = 0x10
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
@@ -102,9 +103,11 @@ class Syscalls:
         return _check(self._lib.pyoci_open_tree(dirfd, path.encode(), flags), "open_tree", path)
 
     def move_mount_fd(self, mount_fd, target):
-        """Attach the (detached) mount MOUNT_FD at TARGET."""
+        """Attach the (detached) mount MOUNT_FD at TARGET, a link followed as
+        mount(2) does (TARGET is a /proc/self/fd path: inroot.py)."""
         _check(self._lib.pyoci_move_mount(mount_fd, b"", AT_FDCWD, target.encode(),
-                                          MOVE_MOUNT_F_EMPTY_PATH), "move_mount", target)
+                                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS),
+               "move_mount", target)
 
     def mount_setattr(self, target, attr_set, attr_clr=0, recursive=False, userns_fd=0):
         """Set and clear MOUNT_ATTR_* on the mount TARGET (a path or a mount fd),
@@ -116,6 +119,10 @@ class Syscalls:
             dirfd, path = AT_FDCWD, target.encode()
         _check(self._lib.pyoci_mount_setattr(dirfd, path, flags, attr_set, attr_clr, 0, userns_fd),
                "mount_setattr", None if isinstance(target, int) else target)
+
+    def openat2(self, dirfd, path, flags, mode, resolve):
+        return _check(self._lib.pyoci_openat2(dirfd, path.encode(), flags, mode, resolve),
+                      "openat2", path)
 
     def pivot_root(self, new_root, put_old):
         _check(self._lib.pyoci_pivot_root(new_root.encode(), put_old.encode()),

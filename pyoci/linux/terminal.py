@@ -3,11 +3,13 @@ master handed to the engine over the console socket (SCM_RIGHTS, as runc),
 its slave made the init's controlling terminal and stdio."""
 import fcntl
 import os
+import stat
 import struct
 import termios
 
-from pyoci.linux import unix
-from pyoci.linux.mounts import MS_BIND, make_mount_point
+from pyoci.errors import ExecError
+from pyoci.linux import inroot, unix
+from pyoci.linux.mounts import MS_BIND
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
@@ -25,6 +27,24 @@ def set_size(fd, rows, columns):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
+def _mount_console(sys, slave_path):
+    """The slave over /dev/console, which must not be a link: the bind
+    would go over whatever it points to, inside /proc perhaps, before the
+    masks and read-only paths are made (CVE-2025-52565)."""
+    root = inroot.open_root("/")
+    try:
+        place = inroot.make_leaf_in(sys, root, "/dev/console", "file")
+    finally:
+        os.close(root)
+    try:
+        if stat.S_ISLNK(os.fstat(place).st_mode):
+            raise ExecError("/dev/console is a symbolic link: refusing to mount the console "
+                            "over what it points to")
+        sys.mount(slave_path, inroot.fd_path(place), "bind", MS_BIND)
+    finally:
+        os.close(place)
+
+
 def send_master(console_socket_fd, master):
     sock = unix.of_fd(console_socket_fd)
     try:
@@ -36,8 +56,7 @@ def send_master(console_socket_fd, master):
 def become_controlling(sys, slave_path, console_size, mount_console):
     """Make the slave the controlling tty and fds 0-2 (and, for init, /dev/console)."""
     if mount_console:
-        make_mount_point("/dev/console", source_is_dir=False)
-        sys.mount(slave_path, "/dev/console", "bind", MS_BIND)
+        _mount_console(sys, slave_path)
     slave = os.open(slave_path, os.O_RDWR | os.O_CLOEXEC)
     # As runc: "\n" stays "\n", so what reads the terminal through a pipe
     # sees no "\r" the program did not write.

@@ -330,8 +330,10 @@ def remove_dir(directory):
         log.warning(f"cgroup {directory} still has processes that are not the container's: left in place")
 
 
-def mount_cgroupfs(sys, target, flags, paths, own_namespace):
-    """A `cgroup` mount entry: the container's own cgroups at TARGET.
+def mount_cgroupfs(sys, attach, flags, paths, own_namespace):
+    """A `cgroup` mount entry: the container's own cgroups, mounted by
+    ATTACH (mounts.Entry.attacher: it gives the place to mount on and
+    returns the new mount's path).
 
     In a cgroup namespace the kernel shows the namespace's root, so the
     filesystem is mounted for real; without one, the container's
@@ -341,19 +343,22 @@ def mount_cgroupfs(sys, target, flags, paths, own_namespace):
     """
     from pyoci.linux.mounts import MS_RDONLY, MS_REMOUNT
     if list(paths) == [UNIFIED_KEY]:
-        _mount_hierarchy(sys, target, flags, paths[UNIFIED_KEY], "cgroup2", None, own_namespace)
+        _mount_hierarchy(sys, attach, flags, paths[UNIFIED_KEY], "cgroup2", None, own_namespace)
         return
-    sys.mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+    target = attach(lambda place: sys.mount("tmpfs", place, "tmpfs", flags & ~MS_RDONLY,
+                                            "mode=755"))
     mount_names = {directory: os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
                    for directory in paths.values()}
     for directory, key in directories(paths).items():
         mount_name = mount_names[directory]
+        # Below a tmpfs of our own, which no other process can reach: paths are safe.
         sub = os.path.join(target, mount_name)
+        attach_below = _attach_at(sub)
         if key == UNIFIED_KEY:
-            _mount_hierarchy(sys, sub, flags, directory, "cgroup2", None, own_namespace)
+            _mount_hierarchy(sys, attach_below, flags, directory, "cgroup2", None, own_namespace)
         else:
             data = key if key.startswith("name=") else mount_name
-            _mount_hierarchy(sys, sub, flags, directory, "cgroup", data, own_namespace)
+            _mount_hierarchy(sys, attach_below, flags, directory, "cgroup", data, own_namespace)
     for key, directory in paths.items():
         mount_name = mount_names[directory]
         if key != mount_name and key in mount_name.split(","):
@@ -362,11 +367,18 @@ def mount_cgroupfs(sys, target, flags, paths, own_namespace):
         sys.mount(None, target, None, flags | MS_REMOUNT | MS_RDONLY)
 
 
-def _mount_hierarchy(sys, target, flags, directory, fs_type, data, own_namespace):
+def _attach_at(path):
+    def attach(do_mount):
+        os.makedirs(path, exist_ok=True)
+        do_mount(path)
+        return path
+    return attach
+
+
+def _mount_hierarchy(sys, attach, flags, directory, fs_type, data, own_namespace):
     from pyoci.linux.mounts import MS_BIND, MS_REC, remount_bind
-    os.makedirs(target, exist_ok=True)
     if own_namespace:
-        sys.mount(fs_type, target, fs_type, flags, data)
+        attach(lambda place: sys.mount(fs_type, place, fs_type, flags, data))
     else:
-        sys.mount(directory, target, "bind", MS_BIND | MS_REC)
+        target = attach(lambda place: sys.mount(directory, place, "bind", MS_BIND | MS_REC))
         remount_bind(sys, target, flags | MS_REC)
