@@ -40,6 +40,7 @@ def execute(root, container_id, options):
     init_pid = container.record["pid"]
     log.debug(f"exec {container_id}: {status} container, init {init_pid}, args {proc.args}")
     prepared = lifecycle.process_settings(config, proc)
+    _keep_runtime_exe_out_of_reach(container, config, proc)
     fds = []
     try:
         join = {}
@@ -96,6 +97,19 @@ def execute(root, container_id, options):
         status = lifecycle.wait_for(pid)
     log.debug(f"exec {container_id}: pid {pid} exited, status {status}")
     return status
+
+
+def _keep_runtime_exe_out_of_reach(container, config, proc):
+    """Run from a sealed copy where the container may open our exe; that
+    an exec gave a process the means to is remembered for later execs."""
+    from pyoci.linux import runtime_exe
+    mark = os.path.join(container.dir, runtime_exe.PTRACE_MARK)
+    gives_reach = runtime_exe.ptrace_reaches_us(config, [proc.capabilities])
+    if gives_reach or os.path.exists(mark) or (config.process is not None and (
+            runtime_exe.ptrace_reaches_us(config, [config.process.capabilities]))):
+        runtime_exe.run_from_sealed_copy()
+        if gives_reach:
+            os.close(os.open(mark, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
 
 
 def _process(config, container_process, options):

@@ -47,6 +47,10 @@ def create(root, container_id, options):
     log.debug(f"create {container_id}: {options.bundle}/config.json is valid "
               f"(ociVersion {config.oci_version})")
     prepared = _prepare(config, options)
+    from pyoci.linux import runtime_exe
+    if runtime_exe.ptrace_reaches_us(config, []):
+        # init will be visible to the other containers in the pid namespace it joins.
+        runtime_exe.run_from_sealed_copy()
     container.make_dir()
     log.fault_point("create:state-dir")
     manager = None

@@ -74,6 +74,100 @@ def test_runtime_executable_out_of_reach(name, tmp_path):
     assert {path: digest(path) for path in host_files()} == before
 
 
+# With CAP_SYS_PTRACE the container may open an entering process's exe: it
+# holds it open until that process (and its exec command) is gone, then opens it again for
+# writing (while anything executes the file the kernel says it is busy).
+HOLD_EXE = f"""
+while [ ! -e {OUT}/stop ]; do
+  for p in /proc/[0-9]*; do
+    [ "$p" = /proc/$$ ] && continue
+    t=$(readlink $p/exe 2>/dev/null) || continue
+    [ "$t" = /bin/busybox ] && continue
+    ( exec 3<$p/exe || exit
+      echo "$p $t" >> {OUT}/reached
+      stat -L -c '%d %i' /proc/self/fd/3 >> {OUT}/reached-files
+      while [ -e $p ]; do :; done; sleep 1  # and the exec command that waited for it
+      echo pwned >> /proc/self/fd/3 && echo "$p $t" >> {OUT}/wrote ) 2>> {OUT}/errors
+  done
+done
+"""
+
+
+def assert_nothing_written(name, out, host_digests):
+    """No write through a held exe landed, and (for pyoci) none of what was
+    held is a host file at all."""
+    assert not (out / "wrote").exists(), (out / "wrote").read_text()
+    assert {path: digest(path) for path in host_files()} == host_digests
+    if name == "pyoci":
+        reached = set((out / "reached-files").read_text().splitlines())
+        host = {f"{os.stat(path).st_dev} {os.stat(path).st_ino}" for path in host_files()}
+        assert not reached & host, (out / "reached").read_text()
+
+
+def add_ptrace(config):
+    for caps in config["process"]["capabilities"].values():
+        caps.append("CAP_SYS_PTRACE")
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+@pytest.mark.parametrize("given", ["container", "exec"])
+def test_runtime_executable_out_of_reach_of_ptrace(name, given, tmp_path):
+    """CAP_SYS_PTRACE in the host's user namespace (no user namespace of the
+    container's own), given to the container or to one exec: the entering
+    processes' exe can be opened and held, but no write through it lands.
+    pyoci's is a sealed memfd copy of the interpreter, not the host's file;
+    runc 1.1.5's is its own binary on a read-only bind mount (a write finds
+    it busy, or read-only)."""
+    before = {path: digest(path) for path in host_files()}
+    with private_runtime(RUNTIMES[name]) as runtime:
+        probe = Probe(runtime, tmp_path)
+        bundle = probe.bundle(HOLD_EXE, add_ptrace if given == "container" else None)
+        container_id = runtime.new_id()
+        runtime.create(container_id, bundle)
+        runtime.start(container_id)
+        out = Path(bundle) / "out"
+        if given == "exec":  # its process stays, able to reach later execs
+            runtime.run("exec", "--detach", "--cap", "CAP_SYS_PTRACE", container_id,
+                        "sh", "-c", HOLD_EXE)
+        for _ in range(200):
+            runtime.run("exec", container_id, "true")
+            if (out / "reached").exists() and len((out / "reached").read_text().split("\n")) > 3:
+                break
+        probe.stop_program(bundle)
+        runtime.run("delete", "--force", container_id)
+    assert (out / "reached").exists(), "no entering process was ever reached"
+    assert_nothing_written(name, out, before)
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_init_joining_a_pid_namespace_out_of_reach_of_ptrace(name, tmp_path):
+    """A container created into another's pid namespace (a pod's) is seen
+    there by a process with CAP_SYS_PTRACE while it is created: its init,
+    kept by a startContainer hook until start, is pyoci or runc itself."""
+    before = {path: digest(path) for path in host_files()}
+    with private_runtime(RUNTIMES[name]) as runtime:
+        probe = Probe(runtime, tmp_path)
+        holder = probe.bundle(HOLD_EXE, add_ptrace)
+        holder_id = runtime.new_id()
+        runtime.create(holder_id, holder)
+        runtime.start(holder_id)
+        holder_pid = runtime.state(holder_id)["pid"]
+
+        def join_holder(config):
+            for ns in config["linux"]["namespaces"]:
+                if ns["type"] == "pid":
+                    ns["path"] = f"/proc/{holder_pid}/ns/pid"
+            config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+        joiner_id = runtime.new_id()
+        runtime.create(joiner_id, probe.bundle("true", join_holder))
+        out = Path(holder) / "out"
+        wait_until(lambda: (out / "reached-files").exists(), "the holder reaching the init")
+        runtime.run("delete", "--force", joiner_id)
+        probe.stop_program(holder)
+        runtime.run("delete", "--force", holder_id)
+    assert_nothing_written(name, out, before)
+
+
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_no_host_fd_reaches_the_container(name, tmp_path):
     """Init's and an exec'd process's fds above stdio: none."""
