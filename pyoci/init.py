@@ -42,6 +42,7 @@ def run(syscalls, context):
                        _MountSources(sock),
                        # the container's own, or the runtime's (rootless podman)
                        procfs.in_user_namespace())
+    log.fault_point("create:init/mounted")
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
     state["pid"] = os.getpid()  # as seen in the container's pid namespace
@@ -56,6 +57,7 @@ def run(syscalls, context):
         log.debug("init: entering the root filesystem by "
                   + ("MS_MOVE and chroot (--no-pivot)" if context.no_pivot else "pivot_root"))
         rootfs.enter(syscalls, config.root_path, context.no_pivot)
+        log.fault_point("create:init/pivoted")
     else:
         log.debug("init: no mount namespace: chroot into the root filesystem")
         rootfs.chroot(config.root_path)
@@ -77,6 +79,7 @@ def run(syscalls, context):
         _finish_and_exec(syscalls, context, "/", ["/"], [], state, None)
     program, env, seccomp_filter = become_process(syscalls, context, process, context.extra_env,
                                                   mount_console=True)
+    log.fault_point("create:init/ready")
     _finish_and_exec(syscalls, context, program, process.args, env, state, seccomp_filter)
 
 
@@ -96,6 +99,7 @@ def run_exec(syscalls, context):
     close_fds_except(keep)
     syscalls.reset_signals()
     environment = env_mapping(env)
+    log.fault_point("exec:process/ready")
     sync.send(context.sync_sock, sync.READY)
     if seccomp_filter is not None:
         load_seccomp(syscalls, seccomp_filter)

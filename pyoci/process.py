@@ -226,6 +226,7 @@ def _exec_stage(syscalls, context, init):
     if context.user_namespace:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    log.fault_point("exec:stage/joined")
     pid = os.fork()
     if pid == 0:
         _child(context.sync_sock, lambda: init.run_exec(syscalls, context))
@@ -299,6 +300,7 @@ def _namespace_stage(syscalls, context, init):
         # Become the namespace's root so init starts as uid 0 inside it.
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    log.fault_point("create:stage/unshared")
     init_pid = os.fork()
     if init_pid == 0:
         _child(sock, lambda: init.run(syscalls, context))
