@@ -27,9 +27,10 @@ class Report:
             f"host can run it" + (f" ({count} warning{'s' * (count != 1)})" if count else "")]
 
 
-def check_bundle(bundle):
+def check_bundle(bundle, systemd_cgroup=False, rootless=None):
     """The Report of BUNDLE: problems with its config.json first; the host's
-    only once the config itself is sound, since they read it."""
+    only once the config itself is sound, since they read it. SYSTEMD_CGROUP
+    and ROOTLESS are the global flags create would be given."""
     from pyoci import spec, validate
     report = Report(os.path.abspath(bundle))
     try:
@@ -52,7 +53,9 @@ def check_bundle(bundle):
         _collect(report, lambda: _process_settings_problems(config))
     finally:
         log.collect_warnings(None)
-    for source in _host_checks(config):
+    from pyoci.lifecycle import CreateOptions
+    options = CreateOptions(bundle, systemd_cgroup=systemd_cgroup, rootless=rootless)
+    for source in _host_checks(config, options):
         _collect(report, source)
     return report
 
@@ -73,11 +76,15 @@ def _collect(report, source):
         report.problems.append(exc)
 
 
-def _host_checks(config):
+def _host_checks(config, options):
     """What the host must have for CONFIG, each a function returning refusals."""
     from pyoci import hooks
     from pyoci.linux import cgroups, devices, mounts, namespaces
     return (lambda: namespaces.host_problems(config.linux.namespaces),
+            lambda: namespaces.privilege_problems(config.linux),
+            lambda: namespaces.id_map_problems(config.linux),
+            lambda: cgroups.manager_problems(config, "check", options.systemd_cgroup,
+                                             options.rootless),
             lambda: cgroups.missing_controllers(config.linux.resources),
             lambda: devices.host_problems(config),
             lambda: mounts.host_problems(config),

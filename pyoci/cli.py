@@ -432,7 +432,7 @@ def cmd_events(args):
 
 def cmd_check(args):
     from pyoci.checkbundle import check_bundle
-    report = check_bundle(args.bundle)
+    report = check_bundle(args.bundle, args.systemd_cgroup, args.rootless)
     sys.stdout.write("".join(line + "\n" for line in report.lines()))
     return 1 if report.problems else 0
 

@@ -178,6 +178,10 @@ def process_settings(config, proc):
 
 def _prepare(config, options):
     """Checks and conversions done before anything exists, so bad input leaves nothing."""
+    from pyoci.linux import namespaces
+    for refusal in namespaces.privilege_problems(config.linux) + (
+            namespaces.id_map_problems(config.linux) if _makes_user_namespace(config) else []):
+        raise refusal
     prepared = {**process_settings(config, config.process), "extra_env": [], "listen_fds": 0}
     proc = config.process
     if proc is not None and proc.terminal and not (options.console_socket or options.own_terminal):
@@ -188,6 +192,11 @@ def _prepare(config, options):
         prepared["listen_fds"] = int(listen_fds)
         prepared["extra_env"] = [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
     return prepared
+
+
+def _makes_user_namespace(config):
+    user = config.linux.namespace("user")
+    return user is not None and user.path is None
 
 
 def _later_hooks(config):

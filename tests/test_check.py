@@ -191,3 +191,24 @@ def test_every_schema_error_is_listed(tmp_path):
     lines = check(tmp_path).stdout.splitlines()
     assert [LINE.fullmatch(line).group("path") for line in lines] == [
         "hostname", "process.user.gid", "process.user.uid"]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="systemd runs here")
+def test_systemd_cgroup_on_a_host_without_systemd(pyoci, tmp_path):
+    """The global --systemd-cgroup reaches check: a cgroupsPath not in
+    systemd's form and a host without systemd, one line each, as create
+    says them (create stops at the first)."""
+    bundle = make_bundle(tmp_path / "bundle", ["true"], lambda config: config["linux"].update(
+        cgroupsPath="/not/a/unit"))
+    checked = pyoci.run("--systemd-cgroup", "check", bundle, check=False)
+    assert checked.returncode == 1
+    lines = checked.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("--systemd-cgroup: systemd is not running on this host")
+    assert lines[1].startswith('config.json: linux.cgroupsPath: expected "slice:prefix:name"')
+    created = pyoci.run("--systemd-cgroup", "create", "--bundle", bundle, pyoci.new_id(),
+                        check=False)
+    assert created.returncode == 1
+    assert created.stderr.strip() in lines
+    assert check(bundle).returncode == 0  # without the flag, it would run

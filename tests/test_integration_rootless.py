@@ -341,3 +341,46 @@ def test_rootless_docker_runs_it(rootless_user, runtime_command, rootless_docker
                              "sh", "-c", "id; cat /proc/self/uid_map", check=False)
     assert result.returncode == 0, result.stderr
     assert_mapped_root(rootless_user, result.stdout)
+
+
+# ------------------------------------------------ pyoci check, rootless
+def _no_user_namespace(user):
+    return lambda config: None
+
+
+def _subordinate_ids_not_given(user):
+    far = user.subuid[0] + user.subuid[1] + 1000000
+    return rootless(user, [{"containerID": 0, "hostID": user.uid, "size": 1},
+                           {"containerID": 1, "hostID": far, "size": 10}])
+
+
+def _limits(user):
+    return both(rootless(user), lambda config: config["linux"].update(
+        resources={"pids": {"limit": 50}}))
+
+
+def _cgroups_path(user):
+    return both(rootless(user), lambda config: config["linux"].update(
+        cgroupsPath=f"/{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.mark.parametrize("problem", [_no_user_namespace, _subordinate_ids_not_given, _limits,
+                                     _cgroups_path])
+def test_check_finds_what_create_refuses_rootless(problem, rootless_user, scratch):
+    """As the user: `pyoci check` says in one line what `create` refuses,
+    in create's words, and exits 1; a bundle create runs, check passes."""
+    runtime = rootless_user.runtime(rootless_user.pyoci)
+    probe = probe_as(rootless_user, runtime, scratch)
+    bundle = probe.bundle("true", problem(rootless_user))
+    checked = runtime.run("check", bundle, check=False)
+    assert checked.returncode == 1, checked
+    problems = [line for line in checked.stdout.splitlines() if not line.startswith("warning:")]
+    assert len(problems) == 1, (checked.stdout, checked.stderr)
+    refused = runtime.run("create", "--bundle", bundle, runtime.new_id(), check=False)
+    assert refused.returncode == 1
+    # What is wrong, without "config.json: PATH: " and the spec section.
+    said = problems[0].rsplit(" (", 1)[0].split(": ", 2)[2]
+    assert said in refused.stderr, (problems[0], refused.stderr)
+    fine = probe.bundle("true", rootless(rootless_user))
+    assert runtime.run("check", fine).returncode == 0
+    runtime.force_delete_all()

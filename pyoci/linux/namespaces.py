@@ -64,6 +64,80 @@ def host_problems(namespaces):
     return found
 
 
+def privilege_problems(linux):
+    """Without CAP_SYS_ADMIN (a user's pyoci, not root nor root of a user
+    namespace as rootless podman runs it) only a new user namespace lets
+    the others be made: a refusal if the config has none."""
+    if linux.namespace("user") is not None or caps.own_effective("CAP_SYS_ADMIN"):
+        return []
+    return [ConfigError("config.json: linux.namespaces: rootless container requires user "
+                        "namespaces (pyoci runs without CAP_SYS_ADMIN)")]
+
+
+def id_map_problems(linux, subid_files=("/etc/subuid", "/etc/subgid")):
+    """What writing LINUX's id maps would meet without CAP_SETUID/CAP_SETGID
+    (pyoci check): no newuidmap/newgidmap, or host ids that /etc/subuid and
+    /etc/subgid do not give this user (newuidmap refuses those)."""
+    import shutil
+    found = []
+    for kind, mappings, own_id, subid_file in (
+            ("uid", linux.uid_mappings, os.geteuid(), subid_files[0]),
+            ("gid", linux.gid_mappings, os.getegid(), subid_files[1])):
+        if not mappings or caps.own_effective(f"CAP_SET{kind.upper()}") or _only(mappings, own_id):
+            continue
+        where = f"config.json: linux.{kind}Mappings"
+        if shutil.which(f"new{kind}map") is None:
+            found.append(ConfigError(f"{where}: {_needs_tool(kind)}"))
+            continue
+        subordinate = _subordinate_ids(subid_file)
+        if subordinate is None:
+            continue  # not ours to read: newuidmap asks the NSS module
+        granted = [(own_id, 1)] + subordinate
+        for index, m in enumerate(mappings):
+            if not any(start <= m.host_id and m.host_id + m.size <= start + count
+                       for start, count in granted):
+                found.append(ConfigError(
+                    f"{where}[{index}]: host {kind}s {m.host_id}-{m.host_id + m.size - 1} are not "
+                    f"this user's: {subid_file} gives it "
+                    + (", ".join(f"{start}-{start + count - 1}" for start, count in granted[1:])
+                       or "none")))
+    return found
+
+
+def _subordinate_ids(path, nsswitch="/etc/nsswitch.conf"):
+    """The (start, count) ranges PATH (/etc/subuid's format) gives us; None
+    where nsswitch.conf names another source of subordinate ids."""
+    try:
+        with open(nsswitch) as f:
+            sources = [line.split(":", 1)[1].split() for line in f
+                       if line.split(":", 1)[0].strip() == "subid"]
+    except OSError:
+        sources = []
+    if sources and sources[0] != ["files"]:
+        return None
+    import pwd
+    names = {str(os.geteuid())}
+    try:
+        names.add(pwd.getpwuid(os.geteuid()).pw_name)
+    except KeyError:
+        pass
+    ranges = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[0] in names and all(x.isdigit() for x in fields[1:]):
+                    ranges.append((int(fields[1]), int(fields[2])))
+    except OSError:
+        pass
+    return ranges
+
+
+def _needs_tool(kind):
+    return (f"mapping more than our own {kind} without CAP_SET{kind.upper()} needs new{kind}map "
+            f"(Debian's uidmap) and /etc/sub{kind}")
+
+
 def _read_sysctl(name):
     try:
         with open(f"/proc/sys/{name}") as f:
@@ -149,8 +223,7 @@ def _run_mapping_tool(kind, pid, mappings):
     tool = f"new{kind}map"
     path = shutil.which(tool)
     if path is None:
-        raise ExecError(f"write {kind}_map: mapping more than our own {kind} without "
-                        f"CAP_SET{kind.upper()} needs {tool} (Debian's uidmap) and /etc/sub{kind}")
+        raise ExecError(f"write {kind}_map: {_needs_tool(kind)}")
     argv = [path, str(pid)]
     for m in mappings:
         argv += [str(m.container_id), str(m.host_id), str(m.size)]

@@ -276,6 +276,56 @@ def missing_controllers(resources, root=CGROUP_ROOT):
     return [unavailable_controller(controller, name) for controller, name in missing.items()]
 
 
+def manager_problems(config, container_id, systemd, rootless):
+    """What create's cgroup manager refuses before anything is made (pyoci
+    check), in its words: a cgroupsPath, unit annotations or host without
+    systemd for --systemd-cgroup; rootless, a cgroup this user may not
+    write where it needs one (a cgroupsPath, or limits)."""
+    from pyoci.errors import ConfigError, PyociError
+    problems = []
+    if systemd:
+        from pyoci.linux.cgroups import systemd as driver
+        try:
+            driver.check_running()
+        except ConfigError as exc:
+            problems.append(exc)
+    try:
+        manager = manager_for(config.linux.cgroups_path, container_id, systemd=systemd,
+                              annotations=config.annotations, rootless=rootless)
+    except PyociError as exc:
+        return problems + [exc]
+    if problems or not rootless:
+        return problems
+    refused = {key: directory for key, directory in manager.paths.items()
+               if not os.access(_nearest_existing(directory), os.W_OK)}
+    if not refused:
+        return []
+    if config.linux.cgroups_path:
+        return [ConfigError(f"config.json: linux.cgroupsPath: {next(iter(refused.values()))}: "
+                            "permission denied")]
+    where = "config.json: linux.resources"
+    from pyoci.linux.cgroups import resources as fields
+    # Limits other than device rules, which rootless does without (as runc).
+    limits = {key: value for key, value in (config.linux.resources or {}).items()
+              if key != "devices"}
+    if not limits:
+        return []
+    if UNIFIED_KEY in refused and list(manager.paths) == [UNIFIED_KEY]:
+        return [ConfigError(f"{where}: rootless needs no limits + no cgrouppath when no "
+                            f"permission is granted for cgroups: {refused[UNIFIED_KEY]}")
+                ] if fields.v2_writes(limits) else []
+    controllers = [controller for controller, _, _ in fields.v1_writes(limits)
+                   if controller in refused]
+    return [ConfigError(f"{where}: cannot set {controllers[0]} limit: container could not "
+                        "join or create cgroup")] if controllers else []
+
+
+def _nearest_existing(directory):
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    return directory
+
+
 # How a cgroup tree the runtime does not own refuses it.
 NOT_OURS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
