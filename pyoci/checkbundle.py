@@ -97,7 +97,7 @@ def _program_problems(config):
     if config.process is None:
         return []
     from pyoci.init import find_program
-    from pyoci.linux.mounts import secure_join
+    from pyoci.linux.inroot import secure_join
 
     def may_execute(candidate):
         path = secure_join(config.root_path, candidate)

@@ -32,7 +32,7 @@ PHASES = {"prestart": "prestart", "create_runtime": "createRuntime",
 def missing_programs(hooks, rootfs):
     """A refusal for each hook whose path is not an executable file: on the
     host, but for startContainer's, which are in the root filesystem."""
-    from pyoci.linux.mounts import secure_join
+    from pyoci.linux.inroot import secure_join
     found = []
     for attribute, phase in PHASES.items():
         for index, hook in enumerate(getattr(hooks, attribute)):

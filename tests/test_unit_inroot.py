@@ -118,15 +118,14 @@ def test_fallback_refuses_a_path_changed_after_it_was_resolved(world, monkeypatc
     """Without openat2, a swap between secure_join and open is caught."""
     root, host = world
     root_fd = inroot.open_root(root)
-    from pyoci.linux import mounts
-    real_join = mounts.secure_join
+    real_join = inroot.secure_join
 
     def join_then_swap(base, path):
         resolved = real_join(base, path)
         os.rename(root / "etc", root / "etc.real")
         (root / "etc").symlink_to("etc.real")
         return resolved
-    monkeypatch.setattr(mounts, "secure_join", join_then_swap)
+    monkeypatch.setattr(inroot, "secure_join", join_then_swap)
     try:
         with pytest.raises(Exception) as info:
             os.close(inroot.open_in(NoOpenat2(), root_fd, "/etc/passwd"))

@@ -1,4 +1,5 @@
-"""pyoci.linux.mounts: option parsing, rootfsPropagation, secure_join.
+"""pyoci.linux.mounts: option parsing, rootfsPropagation; and
+pyoci.linux.inroot's secure_join (where a kernel has no openat2).
 
 secure_join is checked three ways: hand-built trees with known answers,
 a hypothesis property (the result never leaves the root, whatever the
@@ -18,7 +19,8 @@ from pyoci.linux.mounts import (FLAG_OPTIONS, MS_BIND, MS_NOATIME, MS_NODEV, MS_
                                 MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC,
                                 MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
                                 MS_UNBINDABLE, PROPAGATION_OPTIONS, MountOptions,
-                                bind_remount_flags, propagation_flag, secure_join)
+                                bind_remount_flags, propagation_flag)
+from pyoci.linux.inroot import secure_join
 
 
 # ---------------------------------------------------------------- MountOptions

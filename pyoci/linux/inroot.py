@@ -10,7 +10,7 @@ stay inside, /proc/self/fd links are not followed) and used only through
 its fd: mount(2) onto /proc/self/fd/N mounts on exactly what was opened.
 A mount made there is reopened and checked to be that mount before any
 flag is set on it. Kernels before 5.6 have no openat2: there the path is
-resolved by mounts.secure_join and checked, once open, to be where it
+resolved by secure_join and checked, once open, to be where it
 was resolved to.
 """
 import errno
@@ -50,7 +50,6 @@ def open_in(sys, root_fd, path, flags=os.O_PATH):
 
 
 def _open_by_secure_join(root_fd, relative, flags):
-    from pyoci.linux.mounts import secure_join
     root = os.readlink(fd_path(root_fd))
     try:
         resolved = secure_join(root, relative)
@@ -156,3 +155,35 @@ def reopen_mounted(sys, root_fd, path, place_fd):
         raise ExecError(f"{path}: is no longer the mount pyoci just made there "
                         "(moved or swapped for a link while it was mounted)")
     return fd
+
+
+def secure_join(root, path):
+    """ROOT/PATH with every symlink resolved as if ROOT were '/'.
+
+    A container's rootfs may hold symlinks pointing anywhere; resolving them
+    against the host would let a mount escape the rootfs.
+    """
+    parts = [p for p in path.split("/") if p]
+    resolved = []
+    links_followed = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        links_followed += 1
+        if links_followed > 255:
+            raise ExecError(f"secure join {path}: too many levels of symbolic links")
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.path.join(root, *resolved)

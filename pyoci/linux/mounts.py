@@ -202,38 +202,6 @@ def host_problems(config, release=None):
             if is_idmapped(mount, MountOptions(mount.options))]
 
 
-def secure_join(root, path):
-    """ROOT/PATH with every symlink resolved as if ROOT were '/'.
-
-    A container's rootfs may hold symlinks pointing anywhere; resolving them
-    against the host would let a mount escape the rootfs.
-    """
-    parts = [p for p in path.split("/") if p]
-    resolved = []
-    links_followed = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        links_followed += 1
-        if links_followed > 255:
-            raise ExecError(f"secure join {path}: too many levels of symbolic links")
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p] + parts
-    return os.path.join(root, *resolved)
-
-
 def remount_bind(sys, target, flags):
     """Add FLAGS to an existing bind mount, keeping those it has.
 
