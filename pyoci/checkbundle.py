@@ -10,6 +10,10 @@ from pyoci import log
 from pyoci.errors import ConfigError, PyociError
 
 
+# Where a line names the container's own cgroup, which check cannot know.
+CONTAINER_ID = "<container-id>"
+
+
 class Report:
     def __init__(self, bundle):
         self.bundle = bundle
@@ -83,7 +87,7 @@ def _host_checks(config, options):
     return (lambda: namespaces.host_problems(config.linux.namespaces),
             lambda: namespaces.privilege_problems(config.linux),
             lambda: namespaces.id_map_problems(config.linux),
-            lambda: cgroups.manager_problems(config, "check", options.systemd_cgroup,
+            lambda: cgroups.manager_problems(config, CONTAINER_ID, options.systemd_cgroup,
                                              options.rootless),
             lambda: cgroups.missing_controllers(config.linux.resources),
             lambda: devices.host_problems(config),

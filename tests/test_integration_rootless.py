@@ -18,6 +18,7 @@ import pytest
 from conformance.bundle import make_rootfs, read_config, write_config
 from conformance.harness import (RUNC, TIMEOUT_SCALE, WAIT_FOR_STOP, CommandFailed, LeakCheck,
                                  Probe, wait_until)
+from pyoci.checkbundle import CONTAINER_ID
 
 pytestmark = pytest.mark.root
 
@@ -376,10 +377,11 @@ def test_check_finds_what_create_refuses_rootless(problem, rootless_user, scratc
     assert checked.returncode == 1, checked
     problems = [line for line in checked.stdout.splitlines() if not line.startswith("warning:")]
     assert len(problems) == 1, (checked.stdout, checked.stderr)
-    refused = runtime.run("create", "--bundle", bundle, runtime.new_id(), check=False)
+    container_id = runtime.new_id()
+    refused = runtime.run("create", "--bundle", bundle, container_id, check=False)
     assert refused.returncode == 1
     # What is wrong, without "config.json: PATH: " and the spec section.
-    said = problems[0].rsplit(" (", 1)[0].split(": ", 2)[2]
+    said = problems[0].rsplit(" (", 1)[0].split(": ", 2)[2].replace(CONTAINER_ID, container_id)
     assert said in refused.stderr, (problems[0], refused.stderr)
     fine = probe.bundle("true", rootless(rootless_user))
     assert runtime.run("check", fine).returncode == 0

@@ -4,7 +4,6 @@
 host is still visible); ``enter`` does pivot_root; ``finish`` applies what
 needs the container's own /proc (readonly and masked paths, readonly root).
 """
-import contextlib
 import os
 import stat
 
@@ -145,61 +144,60 @@ def finish(sys, config):
             raise ExecError(f"remount / read-only: {errno_text(exc.errno)}") from None
 
 
-@contextlib.contextmanager
-def _place(sys, root_fd, path, what):
-    """PATH open inside the root, or None if missing; an OSError in the
-    block is one line saying WHAT failed."""
-    place = None
+def _at_place(sys, root_fd, path, what, body):
+    """BODY(fd) with PATH open inside the root, if it exists; an OSError is
+    one line saying WHAT failed."""
     try:
-        try:
-            place = inroot.open_in(sys, root_fd, path)
-        except FileNotFoundError:
-            pass
-        yield place
+        place = inroot.open_in(sys, root_fd, path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ExecError(f"{what}: {errno_text(exc.errno)}") from None
+    try:
+        body(place)
     except OSError as exc:
         raise ExecError(f"{what}: {errno_text(exc.errno)}") from None
     finally:
-        if place is not None:
-            os.close(place)
+        os.close(place)
 
 
 def _readonly_path(sys, root_fd, path):
-    with _place(sys, root_fd, path, f"make {path} read-only") as place:
-        if place is None:
-            return
+    def bind_read_only(place):
         sys.mount(inroot.fd_path(place), inroot.fd_path(place), None, MS_BIND | MS_REC)
         bound = inroot.reopen_mounted(sys, root_fd, path, place)
         try:
             remount_bind(sys, inroot.fd_path(bound), MS_RDONLY | MS_REC)
         finally:
             os.close(bound)
+    _at_place(sys, root_fd, path, f"make {path} read-only", bind_read_only)
 
 
 def _mask_paths(sys, root_fd, paths):
     """/dev/null over each file; over each directory, one empty read-only
     tmpfs shared by all of them (as runc: one superblock, not one each)."""
     empty_dir = null = None
+
+    def mask(path, place):
+        nonlocal empty_dir, null
+        if stat.S_ISDIR(os.fstat(place).st_mode):
+            if empty_dir is None:
+                sys.mount("tmpfs", inroot.fd_path(place), "tmpfs", MS_RDONLY, "size=0")
+                empty_dir = inroot.reopen_mounted(sys, root_fd, path, place)
+                return
+            copy = sys.open_tree("", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_EMPTY_PATH,
+                                 dirfd=empty_dir)
+            try:
+                sys.move_mount_fd(copy, inroot.fd_path(place))
+            finally:
+                os.close(copy)
+        else:
+            if null is None:
+                null = _open_null(sys, root_fd)
+            sys.mount(inroot.fd_path(null), inroot.fd_path(place), None, MS_BIND)
     try:
         for path in paths:
             _refuse_link_to_kernel_files(path)
-            with _place(sys, root_fd, path, f"mask {path}") as place:
-                if place is None:
-                    continue
-                if stat.S_ISDIR(os.fstat(place).st_mode):
-                    if empty_dir is None:
-                        sys.mount("tmpfs", inroot.fd_path(place), "tmpfs", MS_RDONLY, "size=0")
-                        empty_dir = inroot.reopen_mounted(sys, root_fd, path, place)
-                    else:
-                        copy = sys.open_tree("", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC |
-                                             sc.AT_EMPTY_PATH, dirfd=empty_dir)
-                        try:
-                            sys.move_mount_fd(copy, inroot.fd_path(place))
-                        finally:
-                            os.close(copy)
-                else:
-                    if null is None:
-                        null = _open_null(sys, root_fd)
-                    sys.mount(inroot.fd_path(null), inroot.fd_path(place), None, MS_BIND)
+            _at_place(sys, root_fd, path, f"mask {path}", lambda place: mask(path, place))
     finally:
         for fd in (empty_dir, null):
             if fd is not None:

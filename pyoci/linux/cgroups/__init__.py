@@ -312,7 +312,8 @@ def manager_problems(config, container_id, systemd, rootless):
         return []
     if UNIFIED_KEY in refused and list(manager.paths) == [UNIFIED_KEY]:
         return [ConfigError(f"{where}: rootless needs no limits + no cgrouppath when no "
-                            f"permission is granted for cgroups: {refused[UNIFIED_KEY]}")
+                            f"permission is granted for cgroups: {refused[UNIFIED_KEY]}: "
+                            "permission denied")
                 ] if fields.v2_writes(limits) else []
     controllers = [controller for controller, _, _ in fields.v1_writes(limits)
                    if controller in refused]
