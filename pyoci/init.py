@@ -13,8 +13,8 @@ from pyoci.errors import ExecError, describe, errno_text
 # Everything init uses is imported here, and process.py imports this module
 # before it forks: after pivot_root the host's site-packages are out of reach,
 # and after the switch to a user namespace's root they may be unreadable.
-from pyoci.linux import (caps, cgroups, credentials, lsm, network, procfs, rlimits,
-                         rootfs, terminal)
+# What only some configs use (the terminal) process._preload loads for them.
+from pyoci.linux import caps, cgroups, credentials, lsm, network, procfs, rlimits, rootfs
 from pyoci.linux import syscalls as sc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -318,6 +318,7 @@ def _become_user(syscalls, process, sets):
 def _setup_terminal(syscalls, console_socket_fd, process, mount_console):
     if console_socket_fd is None:
         raise ExecError("cannot allocate a tty for a detached container without a console socket")
+    from pyoci.linux import terminal  # loaded before the fork (process._preload)
     master, slave_path = terminal.open_pty()
     terminal.send_master(console_socket_fd, master)
     os.close(master)

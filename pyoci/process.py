@@ -130,10 +130,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=Non
     On failure everything forked is killed and reaped before raising.
     """
     config = context.config
-    if config.hooks.create_container or config.hooks.start_container:
-        # Init runs them, as a user namespace's root and after pivot_root:
-        # where the host's Python files may be out of its reach.
-        import signal, subprocess  # noqa: E401, F401 - hooks.py's lazy imports
+    _preload(config.process, config.hooks.create_container or config.hooks.start_container)
     with _Fork(context, _namespace_stage) as fork:
         log.fault_point("create:forked")
         add_to_cgroups(fork.stage_pid)
@@ -191,6 +188,7 @@ def spawn_exec(context, add_to_cgroups, on_seccomp_listener=None):
     process's once it is in them.
     """
     affinity = context.placement.cpu_affinity
+    _preload(context.process, False)
     with _Fork(context, _exec_stage) as fork:
         log.fault_point("exec:forked")
         if affinity is not None:
@@ -209,6 +207,17 @@ def spawn_exec(context, add_to_cgroups, on_seccomp_listener=None):
         fork.wait_for_exec(on_seccomp_listener)
         log.debug(f"exec: pid {pid} has executed")
         return pid
+
+
+def _preload(process, hooks):
+    """What a child may import only when the config asks for it, loaded
+    before the fork: it runs as a user namespace's root, after pivot_root or
+    in the container's mount namespace, where the host's Python files may be
+    out of its reach."""
+    if process is not None and process.terminal:
+        from pyoci.linux import terminal  # noqa: F401 - init.py's lazy import
+    if hooks:
+        import signal, subprocess  # noqa: E401, F401 - hooks.py's lazy imports
 
 
 def _exec_stage(syscalls, context, init):
