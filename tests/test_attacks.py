@@ -462,7 +462,7 @@ HOST_SYSCTL = Path("/proc/sys/kernel/core_uses_pid")
 def test_dev_null_linked_into_proc_is_not_bound_over_masked_paths(tmp_path):
     """An engine's /dev bind whose null is a link to a host-wide sysctl:
     binding "/dev/null" over the masked paths would hand the container
-    that sysctl, writable (CVE-2025-31133; runc 1.1.5 is not protected,
+    that sysctl, writable (CVE-2025-31133; runc 1.1.5 predates the fix,
     so pyoci runs alone). pyoci checks /dev/null is the null device."""
     dev = tmp_path / "dev"
     dev.mkdir()
