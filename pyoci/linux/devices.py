@@ -90,8 +90,7 @@ def create_devices(sys, root_fd, nodes, in_user_namespace):
 
 
 def _bind_host_node(sys, parent, name, host_path):
-    inroot.make_at(parent, name, "file")
-    place = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    place = inroot.make_open_at(parent, name, "file")
     try:
         sys.mount(host_path, inroot.fd_path(place), "bind", MS_BIND)
     finally:

@@ -18,6 +18,7 @@ import os
 import stat
 
 from pyoci.errors import ExecError, errno_text
+from pyoci.linux import procfs
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -71,7 +72,7 @@ def make_in(sys, root_fd, path, kind, flags=os.O_PATH):
         pass
     parent, name = place_in(sys, root_fd, path)
     try:
-        make_at(parent, name, kind)
+        _make_at(parent, name, kind)
     finally:
         os.close(parent)
     return open_in(sys, root_fd, path, flags)
@@ -106,8 +107,7 @@ def make_leaf_in(sys, root_fd, path, kind):
         return open_in(sys, root_fd, "/")
     parent, name = parent_in(sys, root_fd, path)
     try:
-        make_at(parent, name, kind)
-        return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        return make_open_at(parent, name, kind)
     finally:
         os.close(parent)
 
@@ -117,7 +117,7 @@ def _split(path):
     return parent_path or "/", name
 
 
-def make_at(parent, name, kind):
+def _make_at(parent, name, kind):
     """Make NAME in PARENT as KIND, unless something is there already."""
     try:
         if kind == "dir":
@@ -129,15 +129,11 @@ def make_at(parent, name, kind):
         pass
 
 
-def mount_id(fd):
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("mnt_id:"))
-
-
-def parent_mount_ids():
-    """Each mount's id to its parent's, from our mountinfo."""
-    with open("/proc/self/mountinfo") as f:
-        return {int(fields[0]): int(fields[1]) for fields in map(str.split, f)}
+def make_open_at(parent, name, kind):
+    """NAME in PARENT, made as KIND if missing, open itself (O_PATH,
+    never followed if it is a link)."""
+    _make_at(parent, name, kind)
+    return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
 
 
 def reopen_mounted(sys, root_fd, path, place_fd):
@@ -149,8 +145,8 @@ def reopen_mounted(sys, root_fd, path, place_fd):
     except OSError as exc:
         raise ExecError(f"{path}: cannot be opened again once mounted on: "
                         f"{errno_text(exc.errno)}") from None
-    new, under = mount_id(fd), mount_id(place_fd)
-    if new == under or parent_mount_ids().get(new) != under:
+    new, under = procfs.mount_id(fd), procfs.mount_id(place_fd)
+    if new == under or procfs.mount_parents().get(new) != under:
         os.close(fd)
         raise ExecError(f"{path}: is no longer the mount pyoci just made there "
                         "(moved or swapped for a link while it was mounted)")

@@ -42,7 +42,7 @@ def write_in_procfs(path, text):
     try:
         proc_fd = os.open(PROC, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            if _mount_id(fd) != _mount_id(proc_fd):
+            if mount_id(fd) != mount_id(proc_fd):
                 from pyoci.errors import ExecError
                 raise ExecError(f"{path}: not a file of the procfs at /proc: something is "
                                 "mounted over it")
@@ -53,9 +53,10 @@ def write_in_procfs(path, text):
         os.close(fd)
 
 
-def _mount_id(fd):
+def mount_id(fd):
+    """The id of the mount the object open at FD is on (fdinfo's mnt_id)."""
     with open(f"{PROC}/self/fdinfo/{fd}") as f:
-        return next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+        return next(int(line.split()[1]) for line in f if line.startswith("mnt_id:"))
 
 
 def executable(pid, proc=PROC):
@@ -86,6 +87,12 @@ def in_user_namespace(proc=PROC):
             return f.read().split() != ["0", "0", "4294967295"]
     except FileNotFoundError:
         return False
+
+
+def mount_parents(path="/proc/self/mountinfo"):
+    """Each of our mounts' id to its parent mount's id, from mountinfo."""
+    with open(path) as f:
+        return {int(fields[0]): int(fields[1]) for fields in map(str.split, f)}
 
 
 def mount_table(path="/proc/self/mountinfo"):

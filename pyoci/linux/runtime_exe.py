@@ -42,9 +42,9 @@ def run_from_sealed_copy():
     """Execute ourselves again from a sealed memfd copy of the interpreter,
     unless this already is one. Before anything is made: the new process
     starts the command over."""
-    import fcntl  # only a container within reach pays for it
     if os.readlink("/proc/self/exe") == COPY_EXECUTABLE:
         return
+    import fcntl  # only the command that makes the copy pays for it
     log.debug("the container can reach our /proc/PID/exe (CAP_SYS_PTRACE): executing a "
               "sealed copy of the interpreter")
     copy = os.memfd_create(COPY_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
