@@ -369,7 +369,8 @@ def _cgroups_path(user):
                                      _cgroups_path])
 def test_check_finds_what_create_refuses_rootless(problem, rootless_user, scratch):
     """As the user: `pyoci check` says in one line what `create` refuses,
-    in create's words, and exits 1; a bundle create runs, check passes."""
+    in create's words, and exits 1; a bundle create runs, check passes.
+    runc, as the same user, refuses the same bundle too."""
     runtime = rootless_user.runtime(rootless_user.pyoci)
     probe = probe_as(rootless_user, runtime, scratch)
     bundle = probe.bundle("true", problem(rootless_user))
@@ -386,3 +387,6 @@ def test_check_finds_what_create_refuses_rootless(problem, rootless_user, scratc
     fine = probe.bundle("true", rootless(rootless_user))
     assert runtime.run("check", fine).returncode == 0
     runtime.force_delete_all()
+    runc = rootless_user.runtime(RUNC)
+    assert runc.run("create", "--bundle", bundle, runc.new_id(), check=False).returncode == 1
+    runc.force_delete_all()
