@@ -89,7 +89,7 @@ def send(sock, message_type, fd=None, **fields):
 def _raise_why_gone(sock, message_type):
     """The peer closed its end before MESSAGE_TYPE could go: the error it
     sent before it went, if it did, says why."""
-    while data := sock.recv(_MAX_PACKET):
+    while data := _packet(sock, 0)[0]:
         message = jsontext.loads(data)
         if message["type"] == ERROR:
             raise ExecError(message["message"]) from None
@@ -105,7 +105,7 @@ def receive(sock, *expected):
 
     An error message, or the peer vanishing, becomes an ExecError.
     """
-    return _check(sock.recv(_MAX_PACKET), expected)
+    return _check(_packet(sock, 0)[0], expected)
 
 
 def receive_fd(sock, expected):
@@ -119,9 +119,22 @@ def receive_fd(sock, expected):
 def receive_maybe_fd(sock, *expected):
     """The next message, of one of the types EXPECTED, and the descriptor it
     carries, or None."""
-    data, fds = unix.receive_fds(sock, _MAX_PACKET, 1)
+    data, fds = _packet(sock, 1)
     message = _check(data, expected)
     return message, (fds[0] if fds else None)
+
+
+def _packet(sock, max_fds):
+    """The next packet and the descriptors (up to MAX_FDS) it carries.
+
+    A peer that went with a message of ours unread resets the connection:
+    the kernel reports that once, ahead of the packets the peer sent before
+    it went (its error), which the second read returns.
+    """
+    try:
+        return unix.receive_fds(sock, _MAX_PACKET, max_fds)
+    except ConnectionResetError:
+        return unix.receive_fds(sock, _MAX_PACKET, max_fds)
 
 
 def _check(data, expected):
@@ -138,7 +151,7 @@ def _check(data, expected):
 
 def receive_end(sock):
     """Wait for the peer to close its end (its exec closed it); an error message instead raises."""
-    data = sock.recv(_MAX_PACKET)
+    data = _packet(sock, 0)[0]
     if data:
         message = jsontext.loads(data)
         raise ExecError(message.get("message") or f"container init sent {message['type']} after ready")

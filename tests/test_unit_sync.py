@@ -113,6 +113,22 @@ def test_sending_to_a_peer_that_failed_raises_its_error(pair):
     assert str(info.value) == "open the namespace: no such file or directory"
 
 
+@pytest.mark.parametrize("receive", [
+    lambda sock: sync.receive(sock, sync.INIT_PID),
+    lambda sock: sync.receive_maybe_fd(sock, sync.READY),
+    sync.receive_end,
+])
+def test_a_peer_gone_with_our_message_unread_still_tells_its_error(pair, receive):
+    """GO sent, and queued, just before the stage failed and went: the kernel
+    resets the connection, and reports that ahead of the stage's error."""
+    runtime, child = pair
+    sync.send_error(child, "ipc namespace /proc/self/ns/uts: a uts namespace")
+    sync.send(runtime, sync.GO)
+    child.close()
+    with pytest.raises(ExecError, match="^ipc namespace /proc/self/ns/uts: a uts namespace$"):
+        receive(runtime)
+
+
 def test_sending_to_a_peer_gone_without_a_word(pair):
     runtime, child = pair
     child.close()
