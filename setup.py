@@ -53,12 +53,16 @@ class BuildWithWaiter(build_ext):
             json.dump(tables, f, sort_keys=True)
 
 
-def lean_launcher(python, editable):
-    """The `pyoci` command: PYTHON isolated and without `site` (-IS saves 3 ms
-    of every call), finding our package and its dependencies on the paths
-    that `site` would give PYTHON (asked now; for an EDITABLE install, this
-    source tree too). An install laid out otherwise still works, through
-    `site`."""
+# The commands: their modules' command() runs them.
+LAUNCHERS = {"pyoci": "pyoci.cli", "containerd-shim-pyoci-v2": "pyoci.shim.main"}
+
+
+def lean_launcher(python, editable, module):
+    """A command running MODULE's command(): PYTHON isolated and without
+    `site` (-IS saves 3 ms of every call), finding our package and its
+    dependencies on the paths that `site` would give PYTHON (asked now; for
+    an EDITABLE install, this source tree too). An install laid out
+    otherwise still works, through `site`."""
     def sys_path(*flags):
         return json.loads(subprocess.run(
             [python, *flags, "-c", "import json, sys; print(json.dumps(sys.path))"],
@@ -72,11 +76,11 @@ def lean_launcher(python, editable):
             "import sys\n"
             f"sys.path += {paths!r}\n"
             "try:\n"
-            "    from pyoci.cli import command\n"
+            f"    from {module} import command\n"
             "except ImportError:\n"
             "    import site\n"
             "    site.main()\n"
-            "    from pyoci.cli import command\n"
+            f"    from {module} import command\n"
             "command()\n")
 
 
@@ -86,11 +90,13 @@ class BuildLeanLauncher(build_scripts):
 
     def run(self):
         self.mkpath(self.build_dir)
-        path = os.path.join(self.build_dir, "pyoci")
-        with open(path, "w") as f:
-            f.write(lean_launcher(sys.executable,
-                                  editable="editable_wheel" in self.distribution.commands))
-        os.chmod(path, 0o755)
+        for name, module in LAUNCHERS.items():
+            path = os.path.join(self.build_dir, name)
+            with open(path, "w") as f:
+                f.write(lean_launcher(sys.executable,
+                                      editable="editable_wheel" in self.distribution.commands,
+                                      module=module))
+            os.chmod(path, 0o755)
 
 
 setup(
@@ -98,11 +104,11 @@ setup(
     version="0.1.0",
     description="An OCI runtime-spec container runtime, drop-in for runc",
     python_requires=">=3.11",
-    packages=["pyoci", "pyoci.linux", "pyoci.linux.cgroups", "pyoci.schemas"],
+    packages=["pyoci", "pyoci.linux", "pyoci.linux.cgroups", "pyoci.shim", "pyoci.schemas"],
     package_dir={"pyoci.schemas": "schemas"},
     package_data={"pyoci.schemas": ["*.json"], "pyoci": ["pyoci-waiter", "syscalls.json"]},
     install_requires=["cffi>=1.15", "jsonschema>=4"],
     cffi_modules=["pyoci/_build.py:ffibuilder"],
-    scripts=["pyoci"],  # the name; BuildLeanLauncher writes it
+    scripts=list(LAUNCHERS),  # the names; BuildLeanLauncher writes them
     cmdclass={"build_ext": BuildWithWaiter, "build_scripts": BuildLeanLauncher},
 )

@@ -306,13 +306,15 @@ def _start_migrations_early():
     cgroups.start_migrations_early()
 
 
-def _create_options(args):
-    from pyoci.lifecycle import CreateOptions
-    return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
-                         console_socket=args.console_socket, pidfd_socket=args.pidfd_socket,
-                         no_pivot=args.no_pivot,
-                         no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds,
-                         systemd_cgroup=args.systemd_cgroup, rootless=args.rootless)
+def _runtime(args):
+    from pyoci.runtime import Runtime
+    return Runtime(args.root, systemd_cgroup=args.systemd_cgroup, rootless=args.rootless)
+
+
+def _create_flags(args):
+    return dict(pid_file=args.pid_file, console_socket=args.console_socket,
+                pidfd_socket=args.pidfd_socket, no_pivot=args.no_pivot,
+                no_new_keyring=args.no_new_keyring, preserve_fds=args.preserve_fds)
 
 
 def _print_json(value, indent=None):
@@ -321,40 +323,33 @@ def _print_json(value, indent=None):
 
 def cmd_create(args):
     _start_migrations_early()
-    from pyoci import lifecycle
-    lifecycle.create(args.root, args.id, _create_options(args))
+    _runtime(args).create(args.id, args.bundle, **_create_flags(args))
 
 
 def cmd_run(args):
     _start_migrations_early()
-    from pyoci import lifecycle
-    return lifecycle.run(args.root, args.id, _create_options(args), detach=args.detach,
-                         keep=args.keep)
+    return _runtime(args).run(args.id, args.bundle, detach=args.detach, keep=args.keep,
+                              **_create_flags(args))
 
 
 def cmd_start(args):
-    from pyoci import lifecycle
-    lifecycle.start(args.root, args.id)
+    _runtime(args).start(args.id)
 
 
 def cmd_state(args):
-    from pyoci.state import Container
-    _print_json(Container(args.root, args.id).load().oci_state(), indent=2)
+    _print_json(_runtime(args).state(args.id), indent=2)
 
 
 def cmd_kill(args):
-    from pyoci import lifecycle
-    lifecycle.kill(args.root, args.id, args.signal, all_processes=args.all)
+    _runtime(args).kill(args.id, args.signal, all_processes=args.all)
 
 
 def cmd_delete(args):
-    from pyoci import lifecycle
-    lifecycle.delete(args.root, args.id, force=args.force)
+    _runtime(args).delete(args.id, force=args.force)
 
 
 def cmd_list(args):
-    from pyoci.state import list_states
-    states = list_states(args.root)
+    states = _runtime(args).list()
     if args.quiet:
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif args.format == "json":
@@ -397,18 +392,16 @@ class ExecFailed(PyociError):
 
 
 def cmd_pause(args):
-    from pyoci import control
-    control.pause(args.root, args.id)
+    _runtime(args).pause(args.id)
 
 
 def cmd_resume(args):
-    from pyoci import control
-    control.resume(args.root, args.id)
+    _runtime(args).resume(args.id)
 
 
 def cmd_ps(args):
     from pyoci import control
-    pids = control.pids(args.root, args.id)
+    pids = _runtime(args).pids(args.id)
     if args.format == "json":
         _print_json(pids)
     else:
@@ -422,7 +415,7 @@ def cmd_update(args):
         if value is not None:
             raise ConfigError(f"{flag}: Intel RDT is not supported")
     flags = {name: getattr(args, name) for name in control.UPDATE_FLAGS}
-    control.update(args.root, args.id, args.resources, flags)
+    _runtime(args).update(args.id, control.resources_from(args.resources, flags))
 
 
 def cmd_events(args):

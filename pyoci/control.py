@@ -120,12 +120,9 @@ UPDATE_FLAGS = {
 }
 
 
-def update(root, container_id, resources_source, flags):
-    """Apply new limits; RESOURCES_SOURCE is a LinuxResources JSON file, '-' for
-    stdin, or None; FLAGS maps UPDATE_FLAGS names to their text."""
-    container = Container(root, container_id).lock_existing()
-    if container.status() == state.STOPPED:
-        raise ContainerError("container not running")
+def resources_from(resources_source, flags):
+    """The LinuxResources `update` is given: RESOURCES_SOURCE is a JSON file,
+    '-' for stdin, or None; FLAGS maps UPDATE_FLAGS names to their text."""
     resources = {}
     if resources_source:
         try:
@@ -143,6 +140,14 @@ def update(root, container_id, resources_source, flags):
                 resources.setdefault(section, {})[key] = parse(text)
             except ValueError:
                 raise ConfigError(f"--{name.replace('_', '-')}: invalid value {text!r}") from None
+    return resources
+
+
+def update(root, container_id, resources):
+    """Apply new limits, RESOURCES (a LinuxResources object), to a running container."""
+    container = Container(root, container_id).lock_existing()
+    if container.status() == state.STOPPED:
+        raise ContainerError("container not running")
     from pyoci.validate import validate_config
     try:
         validate_config({"ociVersion": "1.0.0", "linux": {"resources": resources}})

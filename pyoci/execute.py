@@ -15,10 +15,12 @@ from pyoci.linux import cgroups, unix
 from pyoci.state import Container
 
 class ExecOptions:
-    __slots__ = ("process_file", "args", "tty", "detach", "pid_file", "console_socket",
+    """`exec`'s flags; PROCESS is a process object (what --process FILE
+    holds) given as a dict, STDIO (stdin, stdout, stderr) fds for it."""
+    __slots__ = ("process", "process_file", "args", "tty", "detach", "pid_file", "console_socket",
                  "pidfd_socket", "cwd", "env", "user", "additional_gids", "caps",
                  "no_new_privs", "apparmor", "process_label", "preserve_fds", "cgroup",
-                 "ignore_paused")
+                 "ignore_paused", "stdio")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -27,6 +29,24 @@ class ExecOptions:
 
 def execute(root, container_id, options):
     """Run the process; in the foreground return its exit status, else 0."""
+    from pyoci import lifecycle
+    pid, master = spawn(root, container_id, options)
+    if options.detach:
+        return 0
+    lifecycle.forward_signals(pid, (_signal.SIGWINCH,) if master is not None else ())
+    if master is not None:
+        from pyoci import console
+        status = console.proxy_and_wait(master, pid, lifecycle.wait_for)
+    else:
+        status = lifecycle.wait_for(pid)
+    log.debug(f"exec {container_id}: pid {pid} exited, status {status}")
+    return status
+
+
+def spawn(root, container_id, options):
+    """Start the process and return (its pid, the terminal master we hold,
+    or None). A process with a terminal and no console socket gives its
+    master to us unless detached."""
     from pyoci import lifecycle, process as processes
     from pyoci.linux.namespaces import NS_FILES
     container = Container(root, container_id).load()
@@ -67,7 +87,7 @@ def execute(root, container_id, options):
             console_socket_fd=console_fd, preserve_fds=options.preserve_fds or 0,
             caps=prepared["caps"], rlimits=prepared["rlimits"], seccomp=prepared["seccomp"],
             placement=prepared["placement"], persona=prepared["persona"],
-            no_new_keyring=False, user_namespace="user" in join)
+            no_new_keyring=False, user_namespace="user" in join, stdio=options.stdio)
         manager = _cgroups(container, options.cgroup)
         pidfd_socket_fd = None
         if options.pidfd_socket:
@@ -87,16 +107,7 @@ def execute(root, container_id, options):
             os.close(fd)
     if options.pid_file:
         state.write_atomic(os.path.abspath(options.pid_file), str(pid).encode())
-    if options.detach:
-        return 0
-    lifecycle.forward_signals(pid, (_signal.SIGWINCH,) if master is not None else ())
-    if master is not None:
-        from pyoci import console
-        status = console.proxy_and_wait(master, pid, lifecycle.wait_for)
-    else:
-        status = lifecycle.wait_for(pid)
-    log.debug(f"exec {container_id}: pid {pid} exited, status {status}")
-    return status
+    return pid, master
 
 
 def _keep_runtime_exe_out_of_reach(container, config, proc):
@@ -117,7 +128,9 @@ def _process(config, container_process, options):
     own process (CONTAINER_PROCESS) gives the defaults for flags."""
     from pyoci.spec import Process
     from pyoci.validate import validate_config
-    if options.process_file:
+    if options.process is not None:
+        raw = options.process
+    elif options.process_file:
         try:
             with open(options.process_file, "rb") as f:
                 raw = jsontext.loads(f.read())

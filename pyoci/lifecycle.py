@@ -15,11 +15,12 @@ from pyoci.state import Container
 
 class CreateOptions:
     __slots__ = ("bundle", "pid_file", "console_socket", "pidfd_socket", "no_pivot",
-                 "no_new_keyring", "preserve_fds", "own_terminal", "systemd_cgroup", "rootless")
+                 "no_new_keyring", "preserve_fds", "own_terminal", "systemd_cgroup", "rootless",
+                 "stdio")
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, pidfd_socket=None,
                  no_pivot=False, no_new_keyring=False, preserve_fds=0, own_terminal=False,
-                 systemd_cgroup=False, rootless=None):
+                 systemd_cgroup=False, rootless=None, stdio=None):
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -36,6 +37,8 @@ class CreateOptions:
         self.rootless = rootless
         # Foreground `run`: with no console socket, take the pty master ourselves.
         self.own_terminal = own_terminal
+        # (stdin, stdout, stderr) fds for the container's process; None: ours.
+        self.stdio = stdio
 
 
 def create(root, container_id, options):
@@ -112,7 +115,7 @@ def create(root, container_id, options):
             cgroup_paths=manager.seen_paths(), caps=prepared["caps"], rlimits=prepared["rlimits"],
             extra_env=prepared["extra_env"], seccomp=prepared["seccomp"],
             placement=prepared["placement"], persona=prepared["persona"],
-            state_dir_fd=state_dir_fd)
+            state_dir_fd=state_dir_fd, stdio=options.stdio)
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)

@@ -24,7 +24,7 @@ class InitContext:
     __slots__ = ("config", "container_id", "bundle", "sync_sock", "fifo_fd", "waiter_fd",
                  "console_socket_fd", "preserve_fds", "no_pivot", "no_new_keyring",
                  "cgroup_paths", "caps", "rlimits", "extra_env", "seccomp",
-                 "placement", "persona", "state_dir_fd")
+                 "placement", "persona", "state_dir_fd", "stdio")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -35,7 +35,7 @@ class ExecContext:
     """What an `exec` process needs, prepared by the runtime before fork."""
     __slots__ = ("process", "join", "chroot_fd", "container_id", "sync_sock",
                  "console_socket_fd", "preserve_fds", "caps", "rlimits", "seccomp",
-                 "placement", "persona", "no_new_keyring", "user_namespace")
+                 "placement", "persona", "no_new_keyring", "user_namespace", "stdio")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -78,7 +78,8 @@ class _Fork:
         log.hold_destination()
         self.stage_pid = os.fork()
         if self.stage_pid == 0:
-            _child(child_sock, lambda: (self.sock.close(), stage(syscalls, context, init)))
+            _child(child_sock, lambda: (self.sock.close(), _take_stdio(context.stdio),
+                                        stage(syscalls, context, init)))
         child_sock.close()
         self.pid = None
 
@@ -240,6 +241,14 @@ def _exec_stage(syscalls, context, init):
     if pid == 0:
         _child(context.sync_sock, lambda: init.run_exec(syscalls, context))
     sync.send(context.sync_sock, sync.INIT_PID, pid=pid)
+
+
+def _take_stdio(stdio):
+    """The process's stdin, stdout and stderr: STDIO's three fds (a library
+    caller's, as the shim's fifos), or else the runtime's own."""
+    if stdio is not None:
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
 
 
 def kill_and_reap(pid):

@@ -286,7 +286,7 @@ def test_rootless_flag_takes_gos_booleans(monkeypatch, value, rootless):
     from pyoci import cli
     args = cli.parse(["--rootless", value, "create", "x"])
     assert args.rootless is rootless
-    assert cli._create_options(args).rootless is rootless
+    assert cli._runtime(args).create_options(args.bundle).rootless is rootless
 
 
 def test_rootless_auto_is_rootless_only_off_the_hosts_root(monkeypatch):
@@ -342,11 +342,11 @@ def test_systemd_cgroup_is_accepted_by_other_commands(capsys, root):
 def test_update_takes_runcs_flag_names(capsys, root, monkeypatch):
     from pyoci import control
     seen = {}
-    monkeypatch.setattr(control, "update", lambda root, cid, source, flags: seen.update(flags))
+    monkeypatch.setattr(control, "update", lambda root, cid, resources: seen.update(resources))
     for shares in ("--cpu-share", "--cpu-shares"):  # runc's name, and the plural
         assert run(capsys, "--root", root, "update", shares, "7", "--cpu-burst", "5",
                    "--cpu-idle", "1", "c")[0] == 0
-        assert (seen["cpu_share"], seen["cpu_burst"], seen["cpu_idle"]) == ("7", "5", "1")
+        assert seen["cpu"] == {"shares": 7, "burst": 5, "idle": 1}
     assert control.UPDATE_FLAGS["cpu_share"][:2] == ("cpu", "shares")
 
 

@@ -627,7 +627,8 @@ class Buildah:
 # ---------------------------------------------------------------- containerd
 
 class ContainerdDaemon:
-    """containerd with its own config, root, state and socket."""
+    """containerd with its own config, root, state and socket; pyoci's
+    shim (containerd-shim-pyoci-v2, beside the pyoci command) on its PATH."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -649,8 +650,10 @@ class ContainerdDaemon:
             '  address = ""\n'
             '[plugins."io.containerd.internal.v1.opt"]\n'
             f'  path = "{self.directory}/opt"\n')
+        path = f"{os.path.dirname(default_pyoci())}:{os.environ.get('PATH', IMAGE_PATH)}"
         self.daemon = Daemon("containerd", [tool("containerd"), "--config", self.config],
-                             self.directory / "containerd.log", self._ready)
+                             self.directory / "containerd.log", self._ready,
+                             env={**os.environ, "PATH": path})
 
     def _ready(self):
         return self.socket.exists() and run([tool("ctr"), "--address", self.socket, "version"],
