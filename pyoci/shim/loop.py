@@ -1,31 +1,60 @@
-"""The shim's one thread: a selector loop. Nothing forks from a process
-with threads (create and exec fork), so every wait is an fd here: ttrpc
-connections, SIGCHLD (through a wakeup pipe), stdio copies, OOM events."""
+"""The shim's one thread: an epoll loop. Nothing forks from a process with
+threads (create and exec fork), so every wait is an fd here: ttrpc
+connections, SIGCHLD (through a wakeup pipe), stdio copies.
+
+epoll itself, not `selectors` and `signal`, whose imports (enum among them)
+would cost every shim start milliseconds.
+"""
+import _signal
 import os
-import selectors
-import signal
+import select
+
+_READ = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+
+
+def _fd(fileobj):
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()
 
 
 class Loop:
     def __init__(self):
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._callbacks = {}
         self._after = []
         self.running = True
 
-    def watch(self, fileobj, on_readable, on_writable=None):
-        """Call ON_READABLE (and ON_WRITABLE, if given) when FILEOBJ is ready."""
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on_writable else 0)
-        callbacks = (on_readable, on_writable)
-        try:
-            self._selector.modify(fileobj, events, callbacks)
-        except KeyError:
-            self._selector.register(fileobj, events, callbacks)
+    def watch(self, fileobj, on_readable):
+        """Call ON_READABLE when FILEOBJ is readable (or hung up, or in error)."""
+        self._set(_fd(fileobj), 0, on_readable)
+
+    def watch_writable(self, fileobj, on_writable):
+        """Call ON_WRITABLE when FILEOBJ takes writes (or its reader is gone)."""
+        self._set(_fd(fileobj), 1, on_writable)
 
     def unwatch(self, fileobj):
+        self._set(_fd(fileobj), 0, None)
+
+    def unwatch_writable(self, fileobj):
+        self._set(_fd(fileobj), 1, None)
+
+    def _set(self, fd, which, callback):
+        callbacks = self._callbacks.get(fd, [None, None])
+        was_watched = fd in self._callbacks
+        callbacks[which] = callback
+        mask = (select.EPOLLIN if callbacks[0] else 0) | (select.EPOLLOUT if callbacks[1] else 0)
         try:
-            self._selector.unregister(fileobj)
-        except (KeyError, ValueError):
-            pass
+            if not mask:
+                self._callbacks.pop(fd, None)
+                if was_watched:
+                    self._epoll.unregister(fd)
+            elif was_watched:
+                self._epoll.modify(fd, mask)
+            else:
+                self._epoll.register(fd, mask)
+                self._callbacks[fd] = callbacks
+        except OSError:  # closed already: epoll forgot it then
+            self._callbacks.pop(fd, None)
 
     def after_each_turn(self, callback):
         """CALLBACK runs once every ready fd of a turn has been served (events go out then)."""
@@ -34,8 +63,8 @@ class Loop:
     def on_signal(self, signum, callback):
         """CALLBACK runs in the loop after SIGNUM arrives (once for several)."""
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        signal.signal(signum, lambda *_: None)
+        _signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _signal.signal(signum, lambda *_: None)
 
         def drain():
             try:
@@ -48,12 +77,11 @@ class Loop:
 
     def run(self):
         while self.running:
-            for key, events in self._selector.select():
-                on_readable, on_writable = key.data
-                if events & selectors.EVENT_READ and self._selector.get_map().get(key.fileobj):
-                    on_readable()
-                if events & selectors.EVENT_WRITE and on_writable and \
-                        self._selector.get_map().get(key.fileobj):
-                    on_writable()
+            for fd, events in self._epoll.poll():
+                for which, wanted in ((0, _READ), (1, _WRITE)):
+                    # Looked up again: the first call may have changed them.
+                    callback = self._callbacks.get(fd, (None, None))[which]
+                    if callback and events & wanted:
+                        callback()
             for callback in self._after:
                 callback()

@@ -40,10 +40,11 @@ def mount_all(mounts, target):
 
 def unmount(target):
     """Every mount on TARGET, top first; none there is fine."""
+    from pyoci.linux import procfs
+    mounted = sum(point == target for point, _, _ in procfs.mount_table())
+    if not mounted:
+        return
     from pyoci.linux import mounts as oci_mounts, syscalls
     sys = syscalls.syscalls()
-    while True:
-        try:
-            sys.umount2(target, oci_mounts.MNT_DETACH)
-        except OSError:
-            return
+    for _ in range(mounted):
+        sys.umount2(target, oci_mounts.MNT_DETACH)

@@ -5,10 +5,10 @@ containers, as runc's shim groups them). It is the subreaper of every
 process it starts: their exits come as SIGCHLD, reaped here, answered to
 Wait and published as TaskExit.
 """
-import json
 import os
 import time
 
+from pyoci import jsontext
 from pyoci.errors import PyociError
 from pyoci.shim import messages as m, stdio as stdio_module
 from pyoci.shim.ttrpc import (ALREADY_EXISTS, FAILED_PRECONDITION, INVALID_ARGUMENT, LATER,
@@ -238,7 +238,7 @@ class TaskService:
         if spec is None or spec["type_url"].rpartition("/1/")[2] != "Process":
             raise TtrpcError(INVALID_ARGUMENT, f"exec {exec_id}: spec is not a runtime-spec Process")
         try:
-            process_spec = json.loads(spec["value"])
+            process_spec = jsontext.loads(spec["value"])
         except ValueError as exc:
             raise TtrpcError(INVALID_ARGUMENT, f"exec {exec_id}: spec: {exc}") from None
         stdio = stdio_module.Stdio(self._loop, request["stdin"], request["stdout"],
@@ -402,7 +402,7 @@ class TaskService:
         if resources is None:
             return {}
         try:
-            value = json.loads(resources["value"])
+            value = jsontext.loads(resources["value"])
         except ValueError as exc:
             raise TtrpcError(INVALID_ARGUMENT, f"resources: {exc}") from None
         self._runtime_call(self.runtime.update, task.id, value)

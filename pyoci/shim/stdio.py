@@ -10,7 +10,6 @@ A terminal's master is copied both ways by the shim.
 import errno
 import fcntl
 import os
-from urllib.parse import unquote, urlsplit
 
 from pyoci.shim.ttrpc import INVALID_ARGUMENT, TtrpcError
 
@@ -37,13 +36,15 @@ def _open_output(where):
 
 
 def _parse(where):
-    if "://" not in where:
+    """(scheme, path): a bare path is a fifo's."""
+    scheme, separator, rest = where.partition("://")
+    if not separator:
         return "fifo", where
-    parts = urlsplit(where)
-    if parts.scheme in ("fifo", "file"):
-        return parts.scheme, unquote(parts.path)
+    if scheme in ("fifo", "file"):
+        from urllib.parse import unquote  # as rare as such a URI is
+        return scheme, unquote(rest[rest.index("/"):] if "/" in rest else "")
     raise TtrpcError(INVALID_ARGUMENT, f"stdio {where}: the pyoci shim takes fifos and file:// "
-                                       f"URIs, not {parts.scheme}://")
+                                       f"URIs, not {scheme}://")
 
 
 class Stdio:
@@ -177,7 +178,7 @@ class _Copy:
                 self._pending = self._pending[os.write(self._target, self._pending):]
         except BlockingIOError:
             self._loop.unwatch(self.source)
-            self._loop.watch(self._target, lambda: None, self._writable)
+            self._loop.watch_writable(self._target, self._writable)
             return
         except OSError:  # the reader went away: drop, as a closed fifo would
             self._pending = b""
@@ -185,7 +186,7 @@ class _Copy:
     def _writable(self):
         self._flush()
         if not self._pending:
-            self._loop.unwatch(self._target)
+            self._loop.unwatch_writable(self._target)
             self._loop.watch(self.source, self._readable)
 
     def drain(self):
@@ -213,7 +214,7 @@ class _Copy:
             return
         self._stopped = True
         self._loop.unwatch(self.source)
-        self._loop.unwatch(self._target)
+        self._loop.unwatch_writable(self._target)
         try:
             if self._close_target:
                 os.close(self._target)

@@ -8,9 +8,9 @@ request's. The server runs in the shim's one event loop (a selector): a
 handler answers at once, or returns LATER and answers through its Reply
 when it can (Wait), while other calls go on.
 """
+import _socket  # not `socket`: its enums cost every shim start milliseconds
 import errno
 import os
-import socket
 import struct
 import time
 
@@ -42,7 +42,7 @@ def frame(stream_id, message_type, payload):
 
 def _peer_is_us(sock):
     """As ttrpc's UnixSocketRequireSameUser: the peer's uid and gid are ours."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, gid = struct.unpack("3i", creds)
     return uid == os.geteuid() and gid == os.getegid()
 
@@ -87,9 +87,10 @@ class Server:
 
     def _accept(self):
         try:
-            sock, _ = self._listener.accept()
+            fd, _ = self._listener._accept()
         except BlockingIOError:
             return
+        sock = _socket.socket(fileno=fd)
         if not _peer_is_us(sock):
             sock.close()
             return
@@ -195,13 +196,8 @@ class Client:
 
     def call(self, service, method, request_type, request, response_type, timeout=5.0):
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            self._sock.settimeout(timeout)
-            try:
-                self._sock.connect(self.path)
-            except OSError:
-                self.close()
-                raise
+            from pyoci.linux import unix
+            self._sock = unix.connect(self.path)
         stream_id = self._stream_id
         self._stream_id += 2
         payload = wire.encode(m.REQUEST, m.REQUEST.new(
