@@ -3,11 +3,14 @@
     python bench/engines.py [--runs N] [--runtime PATH ...]
 
 Rows: podman (--runtime PATH), ctr (containerd's io.containerd.runc.v2 shim
-with --runc-binary PATH) and docker (dockerd with the runtime added by
+with --runc-binary PATH; and, as the column pyoci-shim, pyoci's own shim
+io.containerd.pyoci.v2) and docker (dockerd with the runtime added by
 --add-runtime), all on a local busybox image, in private stores and daemons
 set up by conformance/engines/helpers.py and torn down at the end.  Engines
 call each runtime binary directly (not through the tests' logging shim).
-Prints medians and each runtime's ratio to the first.  Run as root.
+Prints medians and each runtime's ratio to the first; then the memory of
+one pod's shim, the Go shim's (running the first runtime) and pyoci's.
+Run as root.
 """
 import argparse
 import contextlib
@@ -24,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conformance.engines import helpers  # noqa: E402
 
 PODMAN, CTR, DOCKER = "podman run --rm true", "ctr run --rm true", "docker run --rm true"
+PYOCI_SHIM = "pyoci-shim"
+SHIM_MEMORY = "shim memory"
 ENGINE_BINARIES = {
     PODMAN: ("podman",),
     CTR: ("containerd", "ctr"),
@@ -38,7 +43,31 @@ def measure_engines(runtimes: dict[str, str], runs: int) -> dict[str, dict[str, 
     """
     with contextlib.ExitStack() as teardown:
         commands = start_engines(teardown, runtimes)
-        return {row: median_times(row, by_runtime, runs) for row, by_runtime in commands.items()}
+        memory = commands.pop(SHIM_MEMORY, {})
+        results = {row: median_times(row, by_runtime, runs) for row, by_runtime in commands.items()}
+        results[SHIM_MEMORY] = {name: measure() for name, measure in memory.items()}
+        return results
+
+
+def shim_memory(ctr, container_id):
+    """{Rss, Pss, Private_Dirty: MiB} of the shim serving a detached `sleep`
+    container (a pod of one): the parent of its init."""
+    ctr("run", "-d", *ctr.runtime_args(), helpers.IMAGE, container_id, "sleep", "600")
+    try:
+        pid = next(int(line.split()[1]) for line in ctr("task", "ls").stdout.splitlines()[1:]
+                   if line.split()[0] == container_id)
+        with open(f"/proc/{pid}/stat") as f:
+            shim = int(f.read().rpartition(")")[2].split()[1])
+        time.sleep(1)  # settled after its first calls
+        with open(f"/proc/{shim}/smaps_rollup") as f:
+            fields = dict(line.split()[:2] for line in f if line.split()[0].endswith(":"))
+        return {key: int(fields[key + ":"]) / 1024 for key in ("Rss", "Pss", "Private_Dirty")}
+    finally:
+        ctr("task", "kill", "--signal", "SIGKILL", container_id, check=False)
+        helpers.wait_until(lambda: ctr.task_status(container_id) in ("STOPPED", None),
+                           f"{container_id} to stop")
+        ctr("task", "delete", container_id, check=False)
+        ctr("container", "delete", container_id, check=False)
 
 
 def median_times(row, commands, runs):
@@ -104,6 +133,9 @@ def start_engines(teardown, runtimes):
     if CTR in rows:
         ctrs = {name: helpers.Ctr(containerd, target, session / "ctr-root" / name)
                 for name, target in targets.items()}
+        base = next(iter(targets.values()))
+        ctrs[PYOCI_SHIM] = helpers.Ctr(containerd, base, session / "ctr-root" / PYOCI_SHIM,
+                                       runtime=helpers.Ctr.PYOCI_SHIM)
         for ctr in ctrs.values():
             teardown.callback(ctr.cleanup)
         next(iter(ctrs.values()))("images", "import", archive)
@@ -112,6 +144,9 @@ def start_engines(teardown, runtimes):
             name: lambda ctr=ctr: ctr("run", "--rm", *ctr.runtime_args(), helpers.IMAGE,
                                       next(container_ids), "true")
             for name, ctr in ctrs.items()}
+        commands[SHIM_MEMORY] = {
+            name: lambda ctr=ctrs[name]: shim_memory(ctr, next(container_ids))
+            for name in (base.name, PYOCI_SHIM)}
     if DOCKER in rows:
         dockerd = helpers.DockerDaemon(session / "docker", containerd, list(targets.values()))
         teardown.callback(dockerd.stop)
@@ -138,16 +173,24 @@ def main():
     runtimes = {helpers.runtime_id(path): path for path in paths}
     results = measure_engines(runtimes, args.runs)
 
-    base, *others = runtimes
+    memory = results.pop(SHIM_MEMORY, {})
+    columns = list(runtimes) + ([PYOCI_SHIM] if CTR in results else [])
+    base, *others = columns
     print(f"{'median of ' + str(args.runs):<24}"
-          + "".join(f"{name:>10}" for name in runtimes)
-          + "".join(f"{name + '/' + base:>14}" for name in others))
+          + "".join(f"{name:>12}" for name in columns)
+          + "".join(f"{name + '/' + base:>16}" for name in others))
     for row, medians in results.items():
-        times = (f"{medians[name] * 1000:>8.0f}ms" if name in medians else f"{'-':>10}"
-                 for name in runtimes)
-        ratios = (f"{medians[name] / medians[base]:>14.2f}" if {name, base} <= medians.keys()
-                  else f"{'-':>14}" for name in others)
+        times = (f"{medians[name] * 1000:>10.0f}ms" if name in medians else f"{'-':>12}"
+                 for name in columns)
+        ratios = (f"{medians[name] / medians[base]:>16.2f}" if {name, base} <= medians.keys()
+                  else f"{'-':>16}" for name in others)
         print(f"{row:<24}" + "".join(times) + "".join(ratios))
+    if memory:
+        print(f"\n{'one pod shim, MiB':<24}" + "".join(f"{key:>14}" for key in next(
+            iter(memory.values()))))
+        for name, values in memory.items():
+            label = PYOCI_SHIM if name == PYOCI_SHIM else f"Go shim + {name}"
+            print(f"{label:<24}" + "".join(f"{value:>14.1f}" for value in values.values()))
 
 
 if __name__ == "__main__":

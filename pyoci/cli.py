@@ -444,6 +444,8 @@ def main(argv=None):
     try:
         args = parse(argv)
         log.configure(args.log, args.log_format, args.debug)
+        from pyoci.linux import runtime_exe
+        runtime_exe.allow_executing_again()
         if args.root is None:
             from pyoci.state import default_root
             args.root = default_root()

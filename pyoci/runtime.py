@@ -20,8 +20,22 @@ Processes are forked from the caller, which becomes their subreaper (as
 the command is): reap them with os.waitpid. STDIO, where a call takes it,
 is (stdin, stdout, stderr) file descriptors for the container's process;
 without it the process gets the caller's own 0, 1 and 2.
+
+Where the container could reach this process's executable (see
+pyoci.linux.runtime_exe), create and exec run the `pyoci` command from a
+sealed copy of the interpreter instead, and wait for it: the result is the
+same, the caller's process is never replaced.
 """
+import os
+import sys
+
 from pyoci.state import Container, default_root, list_states
+
+# create's and exec's options: their command-line flags, for a run from a sealed copy.
+_FLAGS = {"pid_file": "--pid-file", "console_socket": "--console-socket",
+          "pidfd_socket": "--pidfd-socket", "no_pivot": "--no-pivot",
+          "no_new_keyring": "--no-new-keyring", "preserve_fds": "--preserve-fds",
+          "cgroup": "--cgroup", "ignore_paused": "--ignore-paused"}
 
 # Each call imports what it needs: a short command loads nothing more.
 
@@ -45,8 +59,17 @@ class Runtime:
         no_pivot, no_new_keyring, preserve_fds.
         """
         from pyoci import lifecycle
-        return lifecycle.create(self.root, container_id, self.create_options(
-            bundle, stdio=stdio, own_terminal=terminal, **options))
+        from pyoci.linux.runtime_exe import NeedsSealedCopy
+        try:
+            return lifecycle.create(self.root, container_id, self.create_options(
+                bundle, stdio=stdio, own_terminal=terminal, **options))
+        except NeedsSealedCopy:
+            pass
+        master = self._from_sealed_copy(["create", "--bundle", bundle], container_id, stdio,
+                                        terminal and not options.get("console_socket"), options)
+        container = Container(self.root, container_id).load()
+        container.terminal_master = master
+        return container
 
     def create_options(self, bundle, **options):
         from pyoci import lifecycle
@@ -90,9 +113,80 @@ class Runtime:
         a terminal, (pid, pty master). OPTIONS are exec's flags: pid_file,
         console_socket, pidfd_socket, preserve_fds, cgroup, ignore_paused."""
         from pyoci.execute import ExecOptions, spawn
-        pid, master = spawn(self.root, container_id, ExecOptions(
-            process=process, stdio=stdio, detach=not terminal_master, **options))
+        from pyoci.linux.runtime_exe import NeedsSealedCopy
+        try:
+            pid, master = spawn(self.root, container_id, ExecOptions(
+                process=process, stdio=stdio, detach=not terminal_master, **options))
+        except NeedsSealedCopy:
+            pid, master = self._exec_from_sealed_copy(container_id, process, stdio,
+                                                      terminal_master, options)
         return (pid, master) if terminal_master else pid
+
+    def _exec_from_sealed_copy(self, container_id, process, stdio, terminal_master, options):
+        import tempfile
+        from pyoci import jsontext
+        with tempfile.TemporaryDirectory(prefix="pyoci-exec-") as scratch:
+            process_file = os.path.join(scratch, "process.json")
+            pid_file = options.get("pid_file") or os.path.join(scratch, "pid")
+            with open(process_file, "w") as f:
+                f.write(jsontext.dumps(process))
+            master = self._from_sealed_copy(
+                ["exec", "--detach", "--process", process_file], container_id, stdio,
+                terminal_master and process.get("terminal") and not options.get("console_socket"),
+                {**options, "pid_file": pid_file})
+            with open(pid_file) as f:
+                return int(f.read()), master
+
+    def _from_sealed_copy(self, args, container_id, stdio, take_master, options):
+        """Run `pyoci ARGS [OPTIONS' flags] CONTAINER_ID` from a sealed copy of
+        the interpreter, its stdio STDIO, and wait. Its error is raised here;
+        with TAKE_MASTER, the terminal master it was sent is returned."""
+        import _socket
+        import tempfile
+        from pyoci.errors import PyociError
+        from pyoci.linux import runtime_exe, unix
+        for name, value in options.items():
+            if value is True:
+                args.append(_FLAGS[name])
+            elif value:
+                args += [_FLAGS[name], str(value)]
+        with tempfile.TemporaryDirectory(prefix="pyoci-") as scratch:
+            log_file = os.path.join(scratch, "log.json")
+            listener = None
+            if take_master:
+                listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                listener.bind(os.path.join(scratch, "console"))
+                listener.listen(1)
+                args += ["--console-socket", os.path.join(scratch, "console")]
+            argv = [sys.executable, "-IS", "-c", _COMMAND.format(path=sys.path),
+                    "--root", self.root, "--log", log_file, "--log-format", "json",
+                    *(["--systemd-cgroup"] if self.systemd_cgroup else []),
+                    *([f"--rootless={str(self.rootless).lower()}"] if self.rootless is not None
+                      else []), *args, container_id]
+            interpreter = runtime_exe.sealed_interpreter()
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        for target, fd in enumerate(stdio or ()):
+                            os.dup2(fd, target)
+                        os.execve(interpreter, argv, os.environ)
+                    finally:
+                        os._exit(127)
+            finally:
+                os.close(interpreter)
+            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            try:
+                if status != 0:
+                    raise PyociError(_last_error(log_file) or f"pyoci {args[0]}: exit status {status}")
+                if listener is not None:
+                    listener.settimeout(5)
+                    connection, _ = listener._accept()
+                    return unix.receive_master(_socket.socket(fileno=connection))
+                return None
+            finally:
+                if listener is not None:
+                    listener.close()
 
     def pause(self, container_id):
         from pyoci import control
@@ -116,3 +210,24 @@ class Runtime:
         """runc's stats: the "data" of a `runc events --stats` line."""
         from pyoci import control
         return control.stats_event(Container(self.root, container_id).load())["data"]
+
+
+# The pyoci command, as a sealed copy of the interpreter runs it.
+_COMMAND = "import sys; sys.path[:] = {path!r}; from pyoci.cli import command; command()"
+
+
+def _last_error(log_file):
+    from pyoci import jsontext
+    try:
+        with open(log_file, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = jsontext.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") == "error":
+            return entry.get("msg")
+    return None

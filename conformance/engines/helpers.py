@@ -675,18 +675,22 @@ class Ctr:
     """ctr in a private namespace, running tasks with the runtime under test."""
 
     NAMESPACE = "pyoci-engines"
+    PYOCI_SHIM = "io.containerd.pyoci.v2"  # pyoci's own shim, not the Go shim running SHIM
 
-    def __init__(self, containerd, shim, runc_root):
+    def __init__(self, containerd, shim, runc_root, runtime="io.containerd.runc.v2"):
         self.containerd = containerd
         self.shim = shim
         self.runc_root = Path(runc_root)
+        self.runtime = runtime
 
     def __call__(self, *args, **options):
         return run([tool("ctr"), "--address", self.containerd.socket, "--namespace", self.NAMESPACE,
                     *args], **options)
 
     def runtime_args(self):
-        return ["--runtime", "io.containerd.runc.v2", "--runc-binary", self.shim.path,
+        if self.runtime == self.PYOCI_SHIM:
+            return ["--runtime", self.runtime]
+        return ["--runtime", self.runtime, "--runc-binary", self.shim.path,
                 "--runc-root", self.runc_root]
 
     def run_detached(self, container_id, *command, options=()):

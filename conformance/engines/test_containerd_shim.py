@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
@@ -33,16 +34,11 @@ class HandlerCtr(helpers.Ctr):
     """ctr running its tasks on one of HANDLERS."""
 
     def __init__(self, containerd, handler, runc_root):
-        super().__init__(containerd, None, runc_root)
+        binary = RUNC if handler == "runc" else helpers.default_pyoci()
+        super().__init__(containerd, SimpleNamespace(path=binary), runc_root,
+                         **({"runtime": self.PYOCI_SHIM} if handler == "pyoci-shim" else {}))
         self.handler = handler
         self.created = []
-
-    def runtime_args(self):
-        if self.handler == "pyoci-shim":
-            return ["--runtime", "io.containerd.pyoci.v2"]
-        binary = RUNC if self.handler == "runc" else helpers.default_pyoci()
-        return ["--runtime", "io.containerd.runc.v2", "--runc-binary", binary,
-                "--runc-root", self.runc_root]
 
     def new_id(self):
         container_id = f"eng-{uuid.uuid4().hex[:12]}"
@@ -291,3 +287,14 @@ def test_a_dead_shims_container_is_cleaned_up(ctr):
     wait_until(lambda: ctr.task_status(container_id) in (None, "STOPPED"),
                "containerd to clean up after the dead shim")
     ctr("task", "delete", container_id, check=False)
+
+
+def test_a_privileged_task_and_its_exec(ctr):
+    """CAP_SYS_PTRACE in the container: pyoci's shim runs create and exec
+    from a sealed copy of the interpreter (CVE-2019-5736), and serves on."""
+    container_id = ctr.run_detached(ctr.new_id(), *FOREVER, options=("--privileged",))
+    done = ctr("task", "exec", "--exec-id", "priv", container_id, "sh", "-c",
+               "grep CapEff /proc/self/status; exit 3", check=False)
+    effective = int(done.stdout.split()[1], 16)
+    assert done.returncode == 3 and effective & 1 << 19, done.stdout  # CAP_SYS_PTRACE
+    assert ctr.task_status(container_id) == "RUNNING"

@@ -10,6 +10,11 @@ makes), and once pyoci has left, it could write the interpreter through
 that fd. So for such a container pyoci first executes itself again, same
 arguments, from a sealed memfd copy of the interpreter (as runc copies
 itself): what the container reaches is then a copy that cannot be written.
+
+Only the pyoci command executes itself again (cli.main allows it). In a
+library caller's process, which is not ours to replace, the step raises
+NeedsSealedCopy before anything is made, and pyoci.runtime runs the
+command from a copy instead.
 """
 import os
 import sys
@@ -21,6 +26,20 @@ COPY_EXECUTABLE = f"/memfd:{COPY_NAME} (deleted)"
 PTRACE = "CAP_SYS_PTRACE"
 # In the state directory: an exec gave a process CAP_SYS_PTRACE, which init may lack.
 PTRACE_MARK = "ptrace"
+_may_execute_again = False
+
+
+class NeedsSealedCopy(Exception):
+    """The step must run from a sealed copy, and this process may not become one."""
+
+
+def allow_executing_again():
+    global _may_execute_again
+    _may_execute_again = True
+
+
+def running_from_copy():
+    return os.readlink("/proc/self/exe") == COPY_EXECUTABLE
 
 
 def ptrace_reaches_us(config, capability_sets):
@@ -42,11 +61,18 @@ def run_from_sealed_copy():
     """Execute ourselves again from a sealed memfd copy of the interpreter,
     unless this already is one. Before anything is made: the new process
     starts the command over."""
-    if os.readlink("/proc/self/exe") == COPY_EXECUTABLE:
+    if running_from_copy():
         return
-    import fcntl  # only the command that makes the copy pays for it
+    if not _may_execute_again:
+        raise NeedsSealedCopy()
     log.debug("the container can reach our /proc/PID/exe (CAP_SYS_PTRACE): executing a "
               "sealed copy of the interpreter")
+    os.execve(sealed_interpreter(), sys.orig_argv, os.environ)
+
+
+def sealed_interpreter():
+    """A close-on-exec fd of a sealed memfd copy of our interpreter."""
+    import fcntl  # only a process that makes the copy pays for it
     copy = os.memfd_create(COPY_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     with open("/proc/self/exe", "rb") as interpreter:
         size = os.fstat(interpreter.fileno()).st_size
@@ -55,4 +81,4 @@ def run_from_sealed_copy():
             offset += os.sendfile(copy, interpreter.fileno(), offset, size - offset)
     fcntl.fcntl(copy, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
                 fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    os.execve(copy, sys.orig_argv, os.environ)
+    return copy

@@ -77,11 +77,15 @@ class Loop:
 
     def run(self):
         while self.running:
-            for fd, events in self._epoll.poll():
-                for which, wanted in ((0, _READ), (1, _WRITE)):
-                    # Looked up again: the first call may have changed them.
-                    callback = self._callbacks.get(fd, (None, None))[which]
-                    if callback and events & wanted:
-                        callback()
-            for callback in self._after:
-                callback()
+            self.turn()
+
+    def turn(self, timeout=None):
+        """Serve what is ready (waiting up to TIMEOUT seconds, None: until something is)."""
+        for fd, events in self._epoll.poll(-1 if timeout is None else timeout):
+            for which, wanted in ((0, _READ), (1, _WRITE)):
+                # Looked up again: the first call may have changed them.
+                callback = self._callbacks.get(fd, (None, None))[which]
+                if callback and events & wanted:
+                    callback()
+        for callback in self._after:
+            callback()
