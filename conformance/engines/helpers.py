@@ -671,6 +671,87 @@ class ContainerdDaemon:
         unmount_under(self.directory)
 
 
+class CriContainerd:
+    """containerd with its CRI plugin, as a Kubernetes node runs it, in a
+    private config, root, state and socket: runtime handlers HANDLERS
+    {name: (runtime_type, options)}, CNI's bridge on a bridge of its own
+    (BRIDGE, SUBNET; no default route for pods), SANDBOX_IMAGE as the
+    pause image. Its images live in namespace k8s.io."""
+
+    NAMESPACE = "k8s.io"
+    BRIDGE = "pyoci-cri0"
+    SUBNET = "10.213.7.0/24"
+    GATEWAY = "10.213.7.1"
+    CNI_BIN = "/usr/lib/cni"
+
+    def __init__(self, directory, handlers, sandbox_image):
+        self.directory = Path(directory)
+        self.root = self.directory / "root"
+        self.state = self.directory / "state"
+        self.socket = self.directory / "containerd.sock"
+        cni = self.directory / "cni"
+        cni.mkdir(parents=True, exist_ok=True)
+        (cni / "10-pyoci.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0", "name": "pyoci-cri",
+            "plugins": [{"type": "bridge", "bridge": self.BRIDGE, "isGateway": True,
+                         "ipMasq": False, "ipam": {
+                             "type": "host-local", "ranges": [[{"subnet": self.SUBNET}]],
+                             "dataDir": str(self.directory / "ipam")}}]}))
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        runtimes = "".join(
+            f'[{cri}.containerd.runtimes.{name}]\n  runtime_type = "{runtime_type}"\n'
+            + (f'[{cri}.containerd.runtimes.{name}.options]\n'
+               + "".join(f"  {key} = {json.dumps(value)}\n" for key, value in options.items())
+               if options else "")
+            for name, (runtime_type, options) in handlers.items())
+        config = self.directory / "config.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{self.root}"\n'
+            f'state = "{self.state}"\n'
+            "[grpc]\n"
+            f'  address = "{self.socket}"\n'
+            "[debug]\n"
+            '  address = ""\n'
+            "[metrics]\n"
+            '  address = ""\n'
+            '[plugins."io.containerd.internal.v1.opt"]\n'
+            f'  path = "{self.directory}/opt"\n'
+            f"[{cri}]\n"
+            f'  sandbox_image = "{sandbox_image}"\n'
+            # Without CAP_SYS_RESOURCE the sandbox's -998 cannot be set (runc's neither).
+            "  restrict_oom_score_adj = true\n"
+            "  netns_mounts_under_state_dir = true\n"
+            '  stream_server_address = "127.0.0.1"\n'
+            '  stream_server_port = "0"\n'
+            f"[{cri}.containerd]\n"
+            f'  default_runtime_name = "{next(iter(handlers))}"\n'
+            + runtimes +
+            f"[{cri}.cni]\n"
+            f'  bin_dir = "{self.CNI_BIN}"\n'
+            f'  conf_dir = "{cni}"\n')
+        path = f"{os.path.dirname(default_pyoci())}:{os.environ.get('PATH', IMAGE_PATH)}"
+        self.daemon = Daemon("containerd (CRI)", [tool("containerd"), "--config", config],
+                             self.directory / "containerd.log", self._ready,
+                             env={**os.environ, "PATH": path})
+
+    def _ready(self):
+        return self.socket.exists() and run([tool("ctr"), "--address", self.socket, "version"],
+                                            check=False, timeout=10).returncode == 0
+
+    def ctr(self, *args, **options):
+        return run([tool("ctr"), "--address", self.socket, "--namespace", self.NAMESPACE, *args],
+                   **options)
+
+    def stop(self):
+        self.daemon.stop()
+        for pid, cmdline, _ in _processes():
+            if "containerd-shim" in cmdline and str(self.socket) in cmdline:
+                stop_pid(pid, timeout=5)
+        unmount_under(self.directory)
+        run(["ip", "link", "delete", self.BRIDGE], check=False)
+
+
 class Ctr:
     """ctr in a private namespace, running tasks with the runtime under test."""
 

@@ -126,8 +126,8 @@ class Server:
         except TtrpcError as exc:
             Reply(connection, stream_id, m.EMPTY).fail(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - a handler's bug fails its call, not the shim
-            Reply(connection, stream_id, m.EMPTY).fail(UNKNOWN, str(exc) or type(exc).__name__)
             self._on_error(request and request["method"], exc)
+            Reply(connection, stream_id, m.EMPTY).fail(UNKNOWN, str(exc) or type(exc).__name__)
 
 
 class _ServerConnection:
