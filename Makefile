@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYOCI := $(abspath $(VENV))/bin/pyoci
 APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd kmod \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit \
-	slirp4netns rootlesskit python3-cffi-backend python3-jsonschema apparmor crun time
+	slirp4netns rootlesskit python3-cffi-backend python3-jsonschema apparmor crun time \
+	containernetworking-plugins
 DEMO_DIR := build/demo
 
 .PHONY: demo test test-fast test-v2 conformance-runc bench install apt-deps clean
@@ -22,7 +23,7 @@ $(VENV)/.installed: setup.py pyproject.toml pyoci/_build.py csrc/shim.c csrc/shi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# compat mode: a plain path in a .pth, no import hook to slow every start.
-	$(PY) -m pip install -q -e . --config-settings editable_mode=compat pytest hypothesis
+	$(PY) -m pip install -q -e . --config-settings editable_mode=compat pytest hypothesis grpcio
 	touch $@
 
 install: $(VENV)/.installed

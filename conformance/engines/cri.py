@@ -91,8 +91,10 @@ CONTAINER_STATUS = Message(
     ("state", 3, "enum"), ("created_at", 4, "int64"), ("started_at", 5, "int64"),
     ("finished_at", 6, "int64"), ("exit_code", 7, "int32"), ("image", 8, IMAGE_SPEC),
     ("reason", 10, "string"), ("message", 11, "string"), ("log_path", 15, "string"))
+CONTAINER_STATUS_REQUEST = Message("runtime.v1.ContainerStatusRequest",
+                                   ("container_id", 1, "string"), ("verbose", 2, "bool"))
 CONTAINER_STATUS_RESPONSE = Message("runtime.v1.ContainerStatusResponse",
-                                    ("status", 1, CONTAINER_STATUS))
+                                    ("status", 1, CONTAINER_STATUS), ("info", 2, MapOf("string")))
 UPDATE_CONTAINER_RESOURCES_REQUEST = Message(
     "runtime.v1.UpdateContainerResourcesRequest", ("container_id", 1, "string"),
     ("linux", 2, LINUX_CONTAINER_RESOURCES))
@@ -134,7 +136,7 @@ METHODS = {
     "StartContainer": (RUNTIME, CONTAINER_ID, EMPTY),
     "StopContainer": (RUNTIME, STOP_CONTAINER_REQUEST, EMPTY),
     "RemoveContainer": (RUNTIME, CONTAINER_ID, EMPTY),
-    "ContainerStatus": (RUNTIME, CONTAINER_ID, CONTAINER_STATUS_RESPONSE),
+    "ContainerStatus": (RUNTIME, CONTAINER_STATUS_REQUEST, CONTAINER_STATUS_RESPONSE),
     "UpdateContainerResources": (RUNTIME, UPDATE_CONTAINER_RESOURCES_REQUEST, EMPTY),
     "ExecSync": (RUNTIME, EXEC_SYNC_REQUEST, EXEC_SYNC_RESPONSE),
     "Exec": (RUNTIME, EXEC_REQUEST, EXEC_RESPONSE),

@@ -9,7 +9,7 @@ import _signal
 import os
 import select
 
-_READ = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_READ = select.EPOLLIN | select.EPOLLPRI | select.EPOLLHUP | select.EPOLLERR
 _WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
 
@@ -24,9 +24,10 @@ class Loop:
         self._after = []
         self.running = True
 
-    def watch(self, fileobj, on_readable):
-        """Call ON_READABLE when FILEOBJ is readable (or hung up, or in error)."""
-        self._set(_fd(fileobj), 0, on_readable)
+    def watch(self, fileobj, on_readable, priority=False):
+        """Call ON_READABLE when FILEOBJ is readable (or hung up, or in error);
+        with PRIORITY, when it is flagged (EPOLLPRI: a cgroup file's change)."""
+        self._set(_fd(fileobj), 0, on_readable, select.EPOLLPRI if priority else select.EPOLLIN)
 
     def watch_writable(self, fileobj, on_writable):
         """Call ON_WRITABLE when FILEOBJ takes writes (or its reader is gone)."""
@@ -38,11 +39,13 @@ class Loop:
     def unwatch_writable(self, fileobj):
         self._set(_fd(fileobj), 1, None)
 
-    def _set(self, fd, which, callback):
-        callbacks = self._callbacks.get(fd, [None, None])
+    def _set(self, fd, which, callback, read_events=select.EPOLLIN):
+        callbacks = self._callbacks.get(fd, [None, None, read_events])
         was_watched = fd in self._callbacks
         callbacks[which] = callback
-        mask = (select.EPOLLIN if callbacks[0] else 0) | (select.EPOLLOUT if callbacks[1] else 0)
+        if which == 0:
+            callbacks[2] = read_events
+        mask = (callbacks[2] if callbacks[0] else 0) | (select.EPOLLOUT if callbacks[1] else 0)
         try:
             if not mask:
                 self._callbacks.pop(fd, None)
@@ -84,7 +87,7 @@ class Loop:
         for fd, events in self._epoll.poll(-1 if timeout is None else timeout):
             for which, wanted in ((0, _READ), (1, _WRITE)):
                 # Looked up again: the first call may have changed them.
-                callback = self._callbacks.get(fd, (None, None))[which]
+                callback = self._callbacks.get(fd, (None, None, 0))[which]
                 if callback and events & wanted:
                     callback()
         for callback in self._after:

@@ -49,6 +49,7 @@ class Task:
         self.id = container_id
         self.bundle = bundle
         self.rootfs_mounted = rootfs_mounted
+        self.oom_watch = None
         self.init = None
         self.execs = {}
         self.exit_held = False  # init's TaskExit waits for its execs' (runc's order)
@@ -136,6 +137,13 @@ class TaskService:
         init.pid = container.record["pid"]
         self._by_pid[init.pid] = init
         self.tasks[container_id] = task
+        from pyoci.shim.oom import OomWatch
+        try:
+            task.oom_watch = OomWatch(self._loop, container.record.get("cgroup_paths") or {},
+                                      lambda: self._publish(m.TASK_OOM, m.TASK_OOM.new(
+                                          container_id=container_id)))
+        except OSError as exc:  # the container runs; only its OOM events are lost
+            self._log.warning(f"shim: {container_id}: OOM kills will not be reported: {exc}")
         self._publish(m.TASK_CREATE, m.TASK_CREATE.new(
             container_id=container_id, bundle=bundle, rootfs=request["rootfs"], pid=init.pid,
             io=m.TASK_IO.new(stdin=request["stdin"], stdout=request["stdout"],
@@ -210,6 +218,8 @@ class TaskService:
         for exec_process in task.execs.values():
             exec_process.stdio.close()
         process.stdio.close()
+        if task.oom_watch is not None:
+            task.oom_watch.close()
         if task.rootfs_mounted:
             from pyoci.shim import rootfs
             rootfs.unmount(os.path.join(task.bundle, "rootfs"))
@@ -293,6 +303,8 @@ class TaskService:
             reply.answer(process.exit_fields())
         process.waiters = []
         task = process.task
+        if task.oom_watch is not None:
+            task.oom_watch.check()  # an OOM kill is told before the exit it caused
         if process.exec_id:
             self._publish_exit(process)
             if task.exit_held and not self._running_execs(task):

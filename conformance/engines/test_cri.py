@@ -1,0 +1,242 @@
+"""Kubernetes' path: a CRI client doing what kubelet does for pods, against
+containerd 1.6's CRI plugin, on three runtime handlers side by side:
+
+- ``runc``: the Go shim (io.containerd.runc.v2) running runc, the reference;
+- ``pyoci``: the Go shim with ``BinaryName`` = pyoci;
+- ``pyoci-shim``: pyoci's own shim (io.containerd.pyoci.v2).
+
+Pods get CNI's bridge (a bridge and subnet of the test's own, no default
+route), a pause image built here from busybox (there is no registry), and
+the image is present in containerd's store, so PullImage is asked only
+where it is not (kubelet's IfNotPresent). After each test nothing of its
+containers is left on the host.
+"""
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from conformance.engines import helpers
+from conformance.engines.helpers import IMAGE
+from conformance.harness import RUNC
+
+helpers.require_engine("containerd", "ctr", "containerd-shim-runc-v2")
+cri = pytest.importorskip("conformance.engines.cri")
+
+pytestmark = pytest.mark.engine
+
+HANDLERS = ("runc", "pyoci", "pyoci-shim")
+PAUSE_IMAGE = "localhost/pyoci-pause:latest"
+FOREVER = ["sleep", "600"]
+
+
+@pytest.fixture(scope="session")
+def cri_node(engine_tmp, podman_store, image_archive):
+    """containerd with CRI, its images imported, and the state roots of each handler."""
+    directory = engine_tmp / "cri"
+    tarball = helpers.build_image_tarball(directory / "pause")
+    podman_store.podman("import", "--change", 'CMD ["/bin/sleep", "2147483647"]', "--change",
+                        f"ENV PATH={helpers.IMAGE_PATH}", tarball, PAUSE_IMAGE)
+    pause_archive = directory / "pause" / "pause.docker.tar"
+    podman_store.podman("save", "--format", "docker-archive", "-o", pause_archive, PAUSE_IMAGE)
+    roots = {"runc": directory / "runc-root", "pyoci": directory / "pyoci-root",
+             "pyoci-shim": "/run/containerd/pyoci"}
+    handlers = {
+        "runc": ("io.containerd.runc.v2", {"BinaryName": RUNC, "Root": str(roots["runc"])}),
+        "pyoci": ("io.containerd.runc.v2", {"BinaryName": helpers.default_pyoci(),
+                                            "Root": str(roots["pyoci"])}),
+        "pyoci-shim": ("io.containerd.pyoci.v2", {}),
+    }
+    node = helpers.CriContainerd(directory, handlers, PAUSE_IMAGE)
+    try:
+        for archive in (image_archive, pause_archive):
+            node.ctr("images", "import", archive)
+        client = cri.Client(node.socket)
+        yield node, client, {name: os.path.join(root, node.NAMESPACE)
+                             for name, root in roots.items()}
+        client.close()
+    finally:
+        node.stop()
+
+
+class Pods:
+    """One handler's pods through the CRI client; remembers what it made."""
+
+    def __init__(self, client, handler, log_root, root):
+        self.client = client
+        self.handler = handler
+        self.log_root = log_root
+        self.root = root
+        self.sandboxes = []
+        self.ids = []
+
+    def sandbox_config(self, name, **linux):
+        uid = uuid.uuid4().hex[:12]
+        return cri.POD_SANDBOX_CONFIG.new(
+            metadata=cri.POD_SANDBOX_METADATA.new(name=f"{name}-{uid}", uid=uid,
+                                                  namespace="pyoci-tests"),
+            hostname=name, log_directory=str(self.log_root / uid),
+            linux=cri.LINUX_POD_SANDBOX_CONFIG.new(cgroup_parent="/pyoci-cri-pods", **linux))
+
+    def run_pod(self, name="pod", **linux):
+        config = self.sandbox_config(name, **linux)
+        sandbox = self.client.RunPodSandbox(config=config,
+                                            runtime_handler=self.handler)["pod_sandbox_id"]
+        self.sandboxes.append(sandbox)
+        self.ids.append(sandbox)
+        return sandbox, config
+
+    def start_container(self, sandbox, sandbox_config, name, command=FOREVER, resources=None):
+        self.client.image_present_or_pulled(IMAGE)
+        config = cri.CONTAINER_CONFIG.new(
+            metadata=cri.CONTAINER_METADATA.new(name=name), image=cri.IMAGE_SPEC.new(image=IMAGE),
+            command=list(command), log_path=f"{name}.log",
+            linux=cri.LINUX_CONTAINER_CONFIG.new(resources=resources))
+        container = self.client.CreateContainer(pod_sandbox_id=sandbox, config=config,
+                                                sandbox_config=sandbox_config)["container_id"]
+        self.ids.append(container)
+        self.client.StartContainer(container_id=container)
+        return container
+
+    def status(self, container):
+        return self.client.ContainerStatus(container_id=container)["status"]
+
+    def pid(self, container):
+        info = self.client.ContainerStatus(container_id=container, verbose=True)["info"]
+        return json.loads(info["info"])["pid"]
+
+    def exec_sync(self, container, *cmd, timeout=30):
+        done = self.client.ExecSync(container_id=container, cmd=list(cmd), timeout=timeout)
+        return done["exit_code"], done["stdout"].decode(), done["stderr"].decode()
+
+    def remove_all(self):
+        for sandbox in self.sandboxes:
+            self.client.StopPodSandbox(pod_sandbox_id=sandbox)
+            self.client.RemovePodSandbox(pod_sandbox_id=sandbox)
+
+
+@pytest.fixture(params=HANDLERS)
+def pods(request, cri_node, engine_tmp):
+    node, client, roots = cri_node
+    made = Pods(client, request.param, engine_tmp / "cri-logs", roots[request.param])
+    yield made
+    made.remove_all()
+    created = [(container_id, made.root) for container_id in made.ids]
+    deadline = time.monotonic() + helpers.LEAK_TIMEOUT
+    while (found := helpers.leftovers(created)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not found, f"left behind on {request.param}: {found}"
+
+
+def cgroup_file(pid, controller, name):
+    """The host's view of PID's cgroup file NAME (v1 CONTROLLER, else v2)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        paths = {c: path for _, controllers, path in (line.rstrip("\n").split(":", 2) for line in f)
+                 for c in controllers.split(",")}
+    if controller in paths:
+        return os.path.join("/sys/fs/cgroup", controller, paths[controller].lstrip("/"), name)
+    return os.path.join("/sys/fs/cgroup", paths[""].lstrip("/"), name)
+
+
+def read_int(path):
+    with open(path) as f:
+        return int(f.read().split()[0])
+
+
+def test_version(cri_node):
+    _, client, _ = cri_node
+    version = client.Version(version="v1")
+    assert (version["runtime_name"], version["runtime_api_version"]) == ("containerd", "v1")
+
+
+def test_a_pod_through_its_life(pods):
+    sandbox, config = pods.run_pod("life")
+    status = pods.client.PodSandboxStatus(pod_sandbox_id=sandbox)["status"]
+    assert status["state"] == cri.SANDBOX_READY
+    ip = status["network"]["ip"]
+    assert ip.startswith(helpers.CriContainerd.SUBNET.rsplit(".", 1)[0] + "."), ip
+    container = pods.start_container(sandbox, config, "main")
+    assert pods.status(container)["state"] == cri.CONTAINER_RUNNING
+    assert pods.exec_sync(container, "sh", "-c", "echo out; echo err >&2; exit 3") == \
+        (3, "out\n", "err\n")
+    assert pods.exec_sync(container, "hostname") == (0, "life\n", "")
+    # Its own network namespace, its address, its gateway on the test's bridge; no default route.
+    code, out, _ = pods.exec_sync(container, "sh", "-c", "ip -4 addr show eth0; ip route")
+    assert code == 0 and f"inet {ip}/" in out and "default" not in out, out
+    assert pods.exec_sync(container, "ping", "-c", "1", "-W", "5",
+                          helpers.CriContainerd.GATEWAY)[0] == 0
+    for _ in range(10):  # a liveness probe's loop, bounded
+        assert pods.exec_sync(container, "true", timeout=10)[0] == 0
+    stats = pods.client.ContainerStats(container_id=container)["stats"]
+    assert stats["attributes"]["id"] == container
+    assert stats["memory"]["working_set_bytes"]["value"] > 0
+    assert stats["cpu"]["usage_core_nano_seconds"]["value"] > 0
+    pods.client.UpdateContainerResources(container_id=container, linux=cri.LINUX_CONTAINER_RESOURCES.new(
+        memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=30000))
+    pid = pods.pid(container)
+    assert read_int(cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 96 << 20
+    assert read_int(cgroup_file(pid, "cpu", "cpu.cfs_quota_us")) == 30000
+    pods.client.StopContainer(container_id=container, timeout=2)
+    stopped = pods.status(container)
+    assert stopped["state"] == cri.CONTAINER_EXITED and stopped["exit_code"] == 137
+    pods.client.RemoveContainer(container_id=container)
+    with open(pods.log_root / config["metadata"]["uid"] / "main.log") as log:
+        assert log.read() == ""  # `sleep` wrote nothing: a log, and nothing else in it
+
+
+def test_a_container_that_exits_and_its_log(pods):
+    sandbox, config = pods.run_pod("exits")
+    container = pods.start_container(sandbox, config, "once",
+                                     ["sh", "-c", "echo to stdout; echo to stderr >&2; exit 4"])
+    helpers.wait_until(lambda: pods.status(container)["state"] == cri.CONTAINER_EXITED,
+                       "the container to exit")
+    status = pods.status(container)
+    assert (status["exit_code"], status["reason"]) == (4, "Error")
+    with open(pods.log_root / config["metadata"]["uid"] / "once.log") as log:
+        lines = [line.split(" ", 3)[1:] for line in log.read().splitlines()]
+    assert sorted(lines) == [["stderr", "F", "to stderr"], ["stdout", "F", "to stdout"]]
+
+
+def test_two_containers_of_a_pod_share_its_network_and_ipc(pods):
+    sandbox, config = pods.run_pod("shared")
+    first = pods.start_container(sandbox, config, "first")
+    second = pods.start_container(sandbox, config, "second")
+
+    def namespaces(container):
+        code, out, _ = pods.exec_sync(container, "sh", "-c",
+                                      "for n in net ipc mnt; do readlink /proc/self/ns/$n; done")
+        assert code == 0
+        return out.split()
+    net_1, ipc_1, mnt_1 = namespaces(first)
+    net_2, ipc_2, mnt_2 = namespaces(second)
+    assert (net_1, ipc_1) == (net_2, ipc_2) and mnt_1 != mnt_2
+    # The pod's /dev/shm (POSIX shared memory) is one for both.
+    assert pods.exec_sync(first, "sh", "-c", "echo shared > /dev/shm/note")[0] == 0
+    assert pods.exec_sync(second, "cat", "/dev/shm/note") == (0, "shared\n", "")
+
+
+def test_a_pod_with_limits(pods):
+    sandbox, config = pods.run_pod("limits")
+    container = pods.start_container(sandbox, config, "limited", resources=cri.LINUX_CONTAINER_RESOURCES.new(
+        cpu_period=100000, cpu_quota=50000, cpu_shares=512, memory_limit_in_bytes=64 << 20))
+    pid = pods.pid(container)
+    assert read_int(cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 << 20
+    assert (read_int(cgroup_file(pid, "cpu", "cpu.cfs_quota_us")),
+            read_int(cgroup_file(pid, "cpu", "cpu.cfs_period_us")),
+            read_int(cgroup_file(pid, "cpu", "cpu.shares"))) == (50000, 100000, 512)
+
+
+
+def test_a_container_killed_for_memory_is_oomkilled(pods):
+    """Over its memory limit the kernel kills it; CRI says why from the
+    shim's TaskOOM event."""
+    sandbox, config = pods.run_pod("oom")
+    container = pods.start_container(
+        sandbox, config, "hog", ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+        resources=cri.LINUX_CONTAINER_RESOURCES.new(memory_limit_in_bytes=32 << 20))
+    helpers.wait_until(lambda: pods.status(container)["state"] == cri.CONTAINER_EXITED,
+                       "the container to be killed")
+    status = pods.status(container)
+    assert (status["exit_code"], status["reason"]) == (137, "OOMKilled")
