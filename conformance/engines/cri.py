@@ -6,6 +6,8 @@ numbers of the published CRI API (k8s.io/cri-api v0.25.0, the version
 containerd 1.6 vendors; docs/research/cri-v1.md lists them), encoded by
 pyoci.shim.wire, the shim's codec: only the fields these tests use.
 """
+import json
+
 import grpc
 
 from pyoci.shim.wire import MapOf, Message, Repeated, decode, encode
@@ -178,3 +180,73 @@ class Client:
         if found:
             return found["id"]
         return self.PullImage(image=IMAGE_SPEC.new(image=image))["image_ref"]
+
+
+def stream_exec(url, stdin=b"", size=None, timeout=60):
+    """Run a CRI Exec's stream at URL (the streaming server's websocket,
+    channel protocol v4.channel.k8s.io), as kubectl exec -it does: resize to
+    SIZE (width, height), write STDIN, read until the exit status.
+    Returns (exit code, what the process wrote)."""
+    import base64
+    import os
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n").encode())
+        reader = sock.makefile("rb")
+        status_line = reader.readline()
+        if b" 101 " not in status_line:
+            raise AssertionError(f"no websocket: {status_line!r}")
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+
+        def send(channel, data):
+            payload = bytes([channel]) + data
+            mask = os.urandom(4)
+            length = len(payload)
+            header = bytes([0x82]) + (bytes([0x80 | length]) if length < 126 else
+                                      bytes([0x80 | 126]) + struct.pack("!H", length))
+            sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        if size is not None:
+            send(4, json.dumps({"Width": size[0], "Height": size[1]}).encode())
+        if stdin:
+            send(0, stdin)
+        output = bytearray()
+        while True:
+            try:
+                head = reader.read(2)
+            except TimeoutError:
+                raise AssertionError(f"no exit status after {timeout}s; the process wrote "
+                                     f"{bytes(output)!r}") from None
+            if len(head) < 2:
+                raise AssertionError(f"stream closed before the exit status: {bytes(output)!r}")
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", reader.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", reader.read(8))[0]
+            payload = reader.read(length)
+            if opcode == 0x8:
+                raise AssertionError(f"closed without an exit status: {bytes(output)!r}")
+            if opcode not in (0x1, 0x2) or not payload:
+                continue
+            if payload[0] in (1, 2):
+                output += payload[1:]
+            elif payload[0] == 3:
+                status = json.loads(payload[1:])
+                if status.get("status") == "Success":
+                    return 0, output.decode(errors="replace")
+                causes = status.get("details", {}).get("causes", [])
+                codes = [int(c["message"]) for c in causes if c.get("reason") == "ExitCode"]
+                if not codes:
+                    raise AssertionError(f"exec failed: {status}")
+                return codes[0], output.decode(errors="replace")
+    finally:
+        sock.close()

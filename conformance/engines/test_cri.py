@@ -240,3 +240,15 @@ def test_a_container_killed_for_memory_is_oomkilled(pods):
                        "the container to be killed")
     status = pods.status(container)
     assert (status["exit_code"], status["reason"]) == (137, "OOMKilled")
+
+
+def test_exec_with_a_terminal_through_the_streaming_server(pods):
+    """kubectl exec -it: Exec's URL, a websocket, a resize, keystrokes, the exit status."""
+    sandbox, config = pods.run_pod("tty")
+    container = pods.start_container(sandbox, config, "main")
+    url = pods.client.Exec(container_id=container, tty=True, stdin=True, stdout=True,
+                           cmd=["sh", "-c", f"tty; {helpers.STTY_SIZE_WHEN_SET}; read line; "
+                                "echo got $line; exit 5"])["url"]
+    code, output = cri.stream_exec(url, stdin=b"typed\r", size=(101, 33))
+    assert code == 5, output
+    assert "/dev/pts/" in output and "33 101" in output and "got typed" in output, output

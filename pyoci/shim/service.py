@@ -298,7 +298,7 @@ class TaskService:
                                else os.WEXITSTATUS(wait_status))
         process.exited_at = time.time()
         process.status = m.STOPPED
-        process.stdio.drain_output()
+        process.stdio.finish()
         for reply in process.waiters:
             reply.answer(process.exit_fields())
         process.waiters = []

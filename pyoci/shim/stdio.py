@@ -126,11 +126,13 @@ class Stdio:
             copy.finish()
             self._stdin_copy = None
 
-    def drain_output(self):
-        """The process is gone: what its terminal still holds goes out now."""
+    def finish(self):
+        """The process is gone: what its terminal still holds goes out, then
+        every fd closes (containerd's readers see end of file)."""
         for copy in self._copies:
             if copy.source == self.master:
                 copy.drain()
+        self.close()
 
     def close(self):
         for copy in self._copies:
@@ -142,6 +144,7 @@ class Stdio:
             except OSError:
                 pass
         self._fds, self._given = [], []
+        self.master = None
 
 
 class _Copy:
