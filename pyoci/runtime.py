@@ -61,8 +61,10 @@ class Runtime:
         from pyoci import lifecycle
         from pyoci.linux.runtime_exe import NeedsSealedCopy
         try:
-            return lifecycle.create(self.root, container_id, self.create_options(
+            container = lifecycle.create(self.root, container_id, self.create_options(
                 bundle, stdio=stdio, own_terminal=terminal, **options))
+            container.unlock()  # the caller goes on: the container is not its to hold
+            return container
         except NeedsSealedCopy:
             pass
         master = self._from_sealed_copy(["create", "--bundle", bundle], container_id, stdio,

@@ -151,6 +151,15 @@ class Container:
         os.lockf(fd, os.F_LOCK, 0)
         self._lock_fd = fd
 
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # The command's process ends with the call; a library caller's (the
+    # shim's) lives on, and would hold every lock it ever took, an fd each.
+    __del__ = unlock
+
     def lock_existing(self):
         """Lock an existing container and load its record."""
         try:

@@ -20,6 +20,7 @@ from pyoci.runtime import Runtime
 root, bundle = sys.argv[1:3]
 runtime = Runtime(root)
 seen = {}
+fds = len(os.listdir("/proc/self/fd"))
 out_read, out_write = os.pipe()
 null = os.open(os.devnull, os.O_RDONLY)
 container = runtime.create("api-1", bundle, stdio=(null, out_write, out_write))
@@ -60,6 +61,9 @@ except PyociError as exc:
     seen["after_delete"] = str(exc)
 seen["list"] = runtime.list()
 seen["output"] = os.read(out_read, 100).decode()
+for fd in (out_read, exec_read, null):
+    os.close(fd)
+seen["fds_kept"] = len(os.listdir("/proc/self/fd")) - fds  # no lock or socket left open
 print(json.dumps(seen))
 """
 
@@ -77,7 +81,7 @@ def test_a_container_through_the_python_api(tmp_path):
         "delete_running": ["cannot delete container api-1 that is not stopped: running", 1],
         "init_status": -9, "stopped": "stopped",
         "after_delete": 'container "api-1" does not exist', "list": [],
-        "output": "from init\n"}
+        "output": "from init\n", "fds_kept": 0}
     runc_seen = reference_on_runc(bundle, tmp_path)
     assert {key: seen[key] for key in runc_seen} == runc_seen
 

@@ -117,6 +117,32 @@ def test_memory_limit_oom_kills_and_events_report_it(pyoci, tmp_path):
     assert stats and stats[0]["data"]["memory"]["usage"]["limit"] == 16 << 20
 
 
+def test_the_shims_oom_watch_hears_each_oom_kill(pyoci, tmp_path):
+    """pyoci.shim.oom on the kernel: v1's eventfd, v2's memory.events flag."""
+    from pyoci.shim.loop import Loop
+    from pyoci.shim.oom import OomWatch
+    container_id = start(pyoci, tmp_path, ["sleep", "100"],
+                         {"memory": {"limit": 16 << 20, "swap": 16 << 20}})
+    paths = json.loads((pyoci.root / container_id / "state.json").read_text())["cgroup_paths"]
+    loop = Loop()
+    heard = []
+    watch = OomWatch(loop, paths, lambda: heard.append("oom"))
+    try:
+        loop.turn(0.2)
+        assert heard == []  # nothing before an OOM
+        for _ in range(2):
+            subprocess.run(pyoci.argv + ["exec", container_id, "sh", "-c",
+                                         "x=$(head -c 100000000 /dev/zero | tr '\\0' a)"],
+                           capture_output=True, timeout=60)
+            deadline = time.monotonic() + 10
+            count = len(heard)
+            while len(heard) == count and time.monotonic() < deadline:
+                loop.turn(0.2)
+        assert len(heard) >= 2
+    finally:
+        watch.close()
+
+
 def test_pause_freezes_and_resume_thaws(pyoci, tmp_path):
     container_id = start(pyoci, tmp_path, ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >/tmp/count; done"])
     count = tmp_path / "b" / "rootfs" / "tmp" / "count"

@@ -16,7 +16,6 @@ from pyoci import jsontext
 
 SOCKET_DIR = "/run/containerd/s"
 GROUP_ANNOTATIONS = ("io.containerd.pyoci.v2.group", "io.kubernetes.cri.sandbox-id")
-SETTINGS_FILE = "pyoci-shim.json"  # in the bundle: the runtime root `delete` must use
 FLAGS = {"namespace": str, "address": str, "publish-binary": str, "id": str, "bundle": str,
          "socket": str, "debug": bool, "v": bool}
 
@@ -81,8 +80,6 @@ def start(flags):
     path = address[len("unix://"):]
     listener = _listen(path)
     if listener is not None:
-        _write_atomic(os.path.join(bundle, SETTINGS_FILE),
-                      jsontext.dumps({"root": runtime_root(flags["namespace"])}))
         daemon = os.fork()
         if daemon == 0:
             _become_daemon(flags, listener, path)
@@ -153,6 +150,7 @@ def serve(flags, listener, path):
         log_fd = os.open("log", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         os.dup2(log_fd, 2)
         os.close(log_fd)
+        os.set_blocking(2, True)  # a line is written whole, as the Go shim writes it
     except OSError:
         pass
     os.chdir("/")  # not the first bundle's: it goes before this shim does
@@ -199,11 +197,7 @@ def delete(flags):
     import time
     from pyoci.shim import messages as m, rootfs, service, wire
     bundle = flags["bundle"] or os.getcwd()
-    try:
-        with open(os.path.join(bundle, SETTINGS_FILE), "rb") as f:
-            root = jsontext.loads(f.read())["root"]
-    except (OSError, ValueError, KeyError):
-        root = runtime_root(flags["namespace"])
+    root = runtime_root(flags["namespace"])
     pid = 0
     if os.path.isdir(os.path.join(root, flags["id"])):
         from pyoci.errors import PyociError
