@@ -104,12 +104,12 @@ class Container:
     """
 
     def __init__(self, root, container_id):
+        self._lock_fd = None  # first: unlock runs on release, even of one refused here
         validate_id(container_id)  # an id is a path component under root
         self.root = root
         self.id = container_id
         self.dir = os.path.join(root, container_id)
         self.record = None
-        self._lock_fd = None
         self.terminal_master = None  # set by create when `run` owns the terminal
 
     @property

@@ -72,16 +72,16 @@ class Pods:
         self.sandboxes = []
         self.ids = []
 
-    def sandbox_config(self, name, **linux):
+    def sandbox_config(self, name, hostname=None, **linux):
         uid = uuid.uuid4().hex[:12]
         return cri.POD_SANDBOX_CONFIG.new(
             metadata=cri.POD_SANDBOX_METADATA.new(name=f"{name}-{uid}", uid=uid,
                                                   namespace="pyoci-tests"),
-            hostname=name, log_directory=str(self.log_root / uid),
+            hostname=name if hostname is None else hostname, log_directory=str(self.log_root / uid),
             linux=cri.LINUX_POD_SANDBOX_CONFIG.new(cgroup_parent="/pyoci-cri-pods", **linux))
 
-    def run_pod(self, name="pod", **linux):
-        config = self.sandbox_config(name, **linux)
+    def run_pod(self, name="pod", hostname=None, **linux):
+        config = self.sandbox_config(name, hostname, **linux)
         sandbox = self.client.RunPodSandbox(config=config,
                                             runtime_handler=self.handler)["pod_sandbox_id"]
         self.sandboxes.append(sandbox)
@@ -252,3 +252,14 @@ def test_exec_with_a_terminal_through_the_streaming_server(pods):
     code, output = cri.stream_exec(url, stdin=b"typed\r", size=(101, 33))
     assert code == 5, output
     assert "/dev/pts/" in output and "33 101" in output and "got typed" in output, output
+
+
+def test_a_host_network_pod(pods):
+    """namespace_options.network = NODE: the host's network namespace, no CNI;
+    such a pod sets no hostname (the host's is kept)."""
+    sandbox, config = pods.run_pod("hostnet", security_context=cri.LINUX_SANDBOX_SECURITY_CONTEXT.new(
+        namespace_options=cri.NAMESPACE_OPTION.new(network=cri.NODE)), hostname="")
+    container = pods.start_container(sandbox, config, "main")
+    code, out, _ = pods.exec_sync(container, "readlink", "/proc/self/ns/net")
+    assert (code, out.strip()) == (0, os.readlink("/proc/self/ns/net"))
+    assert pods.exec_sync(container, "hostname")[1].strip() == os.uname().nodename
