@@ -78,7 +78,7 @@ class _Fork:
         log.hold_destination()
         self.stage_pid = os.fork()
         if self.stage_pid == 0:
-            _child(child_sock, lambda: (self.sock.close(), _take_stdio(context.stdio),
+            _child(child_sock, lambda: (self.sock.close(), take_stdio(context.stdio),
                                         stage(syscalls, context, init)))
         child_sock.close()
         self.pid = None
@@ -243,7 +243,7 @@ def _exec_stage(syscalls, context, init):
     sync.send(context.sync_sock, sync.INIT_PID, pid=pid)
 
 
-def _take_stdio(stdio):
+def take_stdio(stdio):
     """The process's stdin, stdout and stderr: STDIO's three fds (a library
     caller's, as the shim's fifos), or else the runtime's own."""
     if stdio is not None:

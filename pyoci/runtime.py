@@ -147,6 +147,7 @@ class Runtime:
         import tempfile
         from pyoci.errors import PyociError
         from pyoci.linux import runtime_exe, unix
+        from pyoci.process import take_stdio
         for name, value in options.items():
             if value is True:
                 args.append(_FLAGS[name])
@@ -170,8 +171,7 @@ class Runtime:
                 pid = os.fork()
                 if pid == 0:
                     try:
-                        for target, fd in enumerate(stdio or ()):
-                            os.dup2(fd, target)
+                        take_stdio(stdio)
                         os.execve(interpreter, argv, os.environ)
                     finally:
                         os._exit(127)

@@ -628,9 +628,12 @@ class Buildah:
 
 class ContainerdDaemon:
     """containerd with its own config, root, state and socket; pyoci's
-    shim (containerd-shim-pyoci-v2, beside the pyoci command) on its PATH."""
+    shim (containerd-shim-pyoci-v2, beside the pyoci command) on its PATH.
+    Without CRI_CONFIG (the CRI plugin's sections) the CRI plugin is off."""
 
-    def __init__(self, directory):
+    NAME = "containerd"
+
+    def __init__(self, directory, cri_config=None):
         self.directory = Path(directory)
         self.root = self.directory / "root"
         self.state = self.directory / "state"
@@ -641,17 +644,18 @@ class ContainerdDaemon:
             "version = 2\n"
             f'root = "{self.root}"\n'
             f'state = "{self.state}"\n'
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-            "[grpc]\n"
+            + ('disabled_plugins = ["io.containerd.grpc.v1.cri"]\n' if cri_config is None else "")
+            + "[grpc]\n"
             f'  address = "{self.socket}"\n'
             "[debug]\n"
             '  address = ""\n'
             "[metrics]\n"
             '  address = ""\n'
             '[plugins."io.containerd.internal.v1.opt"]\n'
-            f'  path = "{self.directory}/opt"\n')
+            f'  path = "{self.directory}/opt"\n'
+            + (cri_config or ""))
         path = f"{os.path.dirname(default_pyoci())}:{os.environ.get('PATH', IMAGE_PATH)}"
-        self.daemon = Daemon("containerd", [tool("containerd"), "--config", self.config],
+        self.daemon = Daemon(self.NAME, [tool("containerd"), "--config", self.config],
                              self.directory / "containerd.log", self._ready,
                              env={**os.environ, "PATH": path})
 
@@ -671,13 +675,13 @@ class ContainerdDaemon:
         unmount_under(self.directory)
 
 
-class CriContainerd:
-    """containerd with its CRI plugin, as a Kubernetes node runs it, in a
-    private config, root, state and socket: runtime handlers HANDLERS
-    {name: (runtime_type, options)}, CNI's bridge on a bridge of its own
-    (BRIDGE, SUBNET; no default route for pods), SANDBOX_IMAGE as the
-    pause image. Its images live in namespace k8s.io."""
+class CriContainerd(ContainerdDaemon):
+    """containerd with its CRI plugin, as a Kubernetes node runs it: runtime
+    handlers HANDLERS {name: (runtime_type, options)}, CNI's bridge on a
+    bridge of its own (BRIDGE, SUBNET; no default route for pods),
+    SANDBOX_IMAGE as the pause image. Its images live in namespace k8s.io."""
 
+    NAME = "containerd (CRI)"
     NAMESPACE = "k8s.io"
     BRIDGE = "pyoci-cri0"
     SUBNET = "10.213.7.0/24"
@@ -685,18 +689,14 @@ class CriContainerd:
     CNI_BIN = "/usr/lib/cni"
 
     def __init__(self, directory, handlers, sandbox_image):
-        self.directory = Path(directory)
-        self.root = self.directory / "root"
-        self.state = self.directory / "state"
-        self.socket = self.directory / "containerd.sock"
-        cni = self.directory / "cni"
+        cni = Path(directory) / "cni"
         cni.mkdir(parents=True, exist_ok=True)
         (cni / "10-pyoci.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": "pyoci-cri",
             "plugins": [{"type": "bridge", "bridge": self.BRIDGE, "isGateway": True,
                          "ipMasq": False, "ipam": {
                              "type": "host-local", "ranges": [[{"subnet": self.SUBNET}]],
-                             "dataDir": str(self.directory / "ipam")}}]}))
+                             "dataDir": str(Path(directory) / "ipam")}}]}))
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         runtimes = "".join(
             f'[{cri}.containerd.runtimes.{name}]\n  runtime_type = "{runtime_type}"\n'
@@ -704,19 +704,7 @@ class CriContainerd:
                + "".join(f"  {key} = {json.dumps(value)}\n" for key, value in options.items())
                if options else "")
             for name, (runtime_type, options) in handlers.items())
-        config = self.directory / "config.toml"
-        config.write_text(
-            "version = 2\n"
-            f'root = "{self.root}"\n'
-            f'state = "{self.state}"\n'
-            "[grpc]\n"
-            f'  address = "{self.socket}"\n'
-            "[debug]\n"
-            '  address = ""\n'
-            "[metrics]\n"
-            '  address = ""\n'
-            '[plugins."io.containerd.internal.v1.opt"]\n'
-            f'  path = "{self.directory}/opt"\n'
+        super().__init__(directory, cri_config=(
             f"[{cri}]\n"
             f'  sandbox_image = "{sandbox_image}"\n'
             # Without CAP_SYS_RESOURCE the sandbox's -998 cannot be set (runc's neither).
@@ -729,27 +717,25 @@ class CriContainerd:
             + runtimes +
             f"[{cri}.cni]\n"
             f'  bin_dir = "{self.CNI_BIN}"\n'
-            f'  conf_dir = "{cni}"\n')
-        path = f"{os.path.dirname(default_pyoci())}:{os.environ.get('PATH', IMAGE_PATH)}"
-        self.daemon = Daemon("containerd (CRI)", [tool("containerd"), "--config", config],
-                             self.directory / "containerd.log", self._ready,
-                             env={**os.environ, "PATH": path})
-
-    def _ready(self):
-        return self.socket.exists() and run([tool("ctr"), "--address", self.socket, "version"],
-                                            check=False, timeout=10).returncode == 0
+            f'  conf_dir = "{cni}"\n'))
 
     def ctr(self, *args, **options):
         return run([tool("ctr"), "--address", self.socket, "--namespace", self.NAMESPACE, *args],
                    **options)
 
     def stop(self):
-        self.daemon.stop()
-        for pid, cmdline, _ in _processes():
-            if "containerd-shim" in cmdline and str(self.socket) in cmdline:
-                stop_pid(pid, timeout=5)
-        unmount_under(self.directory)
+        super().stop()
         run(["ip", "link", "delete", self.BRIDGE], check=False)
+
+
+def cgroup_file(pid, controller, v1_name, v2_name=None):
+    """The host's path of PID's cgroup file: V1_NAME in CONTROLLER's v1
+    hierarchy, or V2_NAME (default: the same) in its unified directory."""
+    from pyoci.linux.cgroups import UNIFIED_KEY, own_cgroups
+    paths = own_cgroups(pid)
+    if controller in paths:
+        return os.path.join(CGROUP_ROOT, controller, paths[controller].lstrip("/"), v1_name)
+    return os.path.join(CGROUP_ROOT, paths[UNIFIED_KEY].lstrip("/"), v2_name or v1_name)
 
 
 class Ctr:

@@ -229,15 +229,9 @@ def test_update_resources(ctr):
 
 def limits_of(pid):
     """(memory limit, pids limit) of PID's cgroups, as the host sees them."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        paths = {controller: path for _, controllers, path in
-                 (line.rstrip("\n").split(":", 2) for line in f)
-                 for controller in controllers.split(",")}
-    if "memory" in paths:
-        files = (f"memory/{paths['memory']}/memory.limit_in_bytes", f"pids/{paths['pids']}/pids.max")
-    else:
-        files = (f"{paths['']}/memory.max", f"{paths['']}/pids.max")
-    return tuple(int(open(os.path.join("/sys/fs/cgroup", name)).read()) for name in files)
+    files = (helpers.cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max"),
+             helpers.cgroup_file(pid, "pids", "pids.max"))
+    return tuple(int(open(name).read()) for name in files)
 
 
 def test_what_a_shim_refuses(ctr):

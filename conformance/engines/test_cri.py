@@ -130,16 +130,6 @@ def pods(request, cri_node, engine_tmp):
     assert not found, f"left behind on {request.param}: {found}"
 
 
-def cgroup_file(pid, controller, name):
-    """The host's view of PID's cgroup file NAME (v1 CONTROLLER, else v2)."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        paths = {c: path for _, controllers, path in (line.rstrip("\n").split(":", 2) for line in f)
-                 for c in controllers.split(",")}
-    if controller in paths:
-        return os.path.join("/sys/fs/cgroup", controller, paths[controller].lstrip("/"), name)
-    return os.path.join("/sys/fs/cgroup", paths[""].lstrip("/"), name)
-
-
 def read_int(path):
     with open(path) as f:
         return int(f.read().split()[0])
@@ -176,8 +166,8 @@ def test_a_pod_through_its_life(pods):
     pods.client.UpdateContainerResources(container_id=container, linux=cri.LINUX_CONTAINER_RESOURCES.new(
         memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=30000))
     pid = pods.pid(container)
-    assert read_int(cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 96 << 20
-    assert read_int(cgroup_file(pid, "cpu", "cpu.cfs_quota_us")) == 30000
+    assert read_int(helpers.cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 96 << 20
+    assert read_int(helpers.cgroup_file(pid, "cpu", "cpu.cfs_quota_us")) == 30000
     pods.client.StopContainer(container_id=container, timeout=2)
     stopped = pods.status(container)
     assert stopped["state"] == cri.CONTAINER_EXITED and stopped["exit_code"] == 137
@@ -222,10 +212,10 @@ def test_a_pod_with_limits(pods):
     container = pods.start_container(sandbox, config, "limited", resources=cri.LINUX_CONTAINER_RESOURCES.new(
         cpu_period=100000, cpu_quota=50000, cpu_shares=512, memory_limit_in_bytes=64 << 20))
     pid = pods.pid(container)
-    assert read_int(cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 << 20
-    assert (read_int(cgroup_file(pid, "cpu", "cpu.cfs_quota_us")),
-            read_int(cgroup_file(pid, "cpu", "cpu.cfs_period_us")),
-            read_int(cgroup_file(pid, "cpu", "cpu.shares"))) == (50000, 100000, 512)
+    assert read_int(helpers.cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 << 20
+    assert (read_int(helpers.cgroup_file(pid, "cpu", "cpu.cfs_quota_us")),
+            read_int(helpers.cgroup_file(pid, "cpu", "cpu.cfs_period_us")),
+            read_int(helpers.cgroup_file(pid, "cpu", "cpu.shares"))) == (50000, 100000, 512)
 
 
 

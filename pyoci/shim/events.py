@@ -31,7 +31,7 @@ class Publisher:
             self._log.warning(f"shim: no TTRPC_ADDRESS: event {topic} not sent")
             return
         envelope = m.ENVELOPE.new(
-            timestamp=m.TIMESTAMP.new(seconds=int(when), nanos=int(when % 1 * 1e9)),
+            timestamp=m.timestamp(when),
             namespace=self._namespace, topic=topic,
             event=m.ANY.new(type_url=event_type.name, value=wire.encode(event_type, event)))
         for attempt in range(ATTEMPTS):

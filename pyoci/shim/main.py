@@ -84,7 +84,8 @@ def start(flags):
         if daemon == 0:
             _become_daemon(flags, listener, path)
         listener.close()
-    _write_atomic(os.path.join(bundle, "address"), address)
+    from pyoci.state import write_atomic
+    write_atomic(os.path.join(bundle, "address"), address.encode())
     sys.stdout.write(address)
     return 0
 
@@ -113,13 +114,6 @@ def _listen(path):
         listener.listen(64)
         return listener
     raise OSError(f"cannot listen on {path}")
-
-
-def _write_atomic(path, text):
-    temporary = f"{path}.{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def _become_daemon(flags, listener, path):
@@ -210,7 +204,7 @@ def delete(flags):
         runtime.delete(flags["id"], force=True)
     rootfs.unmount(os.path.join(bundle, "rootfs"))
     sys.stdout.buffer.write(wire.encode(m.DELETE_RESPONSE, m.DELETE_RESPONSE.new(
-        pid=pid, exit_status=128 + service.SIGKILL, exited_at=service.timestamp(time.time()))))
+        pid=pid, exit_status=128 + service.SIGKILL, exited_at=m.timestamp(time.time()))))
     return 0
 
 

@@ -5,6 +5,13 @@ from pyoci.shim.wire import MapOf, Message, Repeated
 
 # google.protobuf and google.rpc
 TIMESTAMP = Message("google.protobuf.Timestamp", ("seconds", 1, "int64"), ("nanos", 2, "int32"))
+
+
+def timestamp(seconds):
+    """A Timestamp of SECONDS since the epoch (time.time()'s)."""
+    return TIMESTAMP.new(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
+
+
 ANY = Message("google.protobuf.Any", ("type_url", 1, "string"), ("value", 2, "bytes"))
 EMPTY = Message("google.protobuf.Empty")
 STATUS = Message("google.rpc.Status", ("code", 1, "int32"), ("message", 2, "string"),

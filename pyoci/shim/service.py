@@ -17,10 +17,6 @@ from pyoci.shim.ttrpc import (ALREADY_EXISTS, FAILED_PRECONDITION, INVALID_ARGUM
 SIGKILL = 9
 
 
-def timestamp(seconds):
-    return m.TIMESTAMP.new(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
-
-
 class Process:
     """A container's init (EXEC_ID "") or one of its exec processes."""
 
@@ -41,7 +37,7 @@ class Process:
 
     def exit_fields(self):
         return {"exit_status": self.exit_status,
-                "exited_at": timestamp(self.exited_at) if self.exited else None}
+                "exited_at": m.timestamp(self.exited_at) if self.exited else None}
 
 
 class Task:
