@@ -406,6 +406,10 @@ class TaskService:
 
     def update(self, request, _reply):
         task = self._task(request["id"])
+        if request["annotations"]:
+            # Taken and not applied, as runc's shim takes them (a deviation, in the README).
+            self._log.debug(f"shim: update {task.id}: annotations "
+                            f"{sorted(request['annotations'])} are not applied")
         resources = request["resources"]
         if resources is None:
             return {}
