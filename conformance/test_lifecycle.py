@@ -2,13 +2,15 @@
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from conformance.bundle import read_config, write_config
-from conformance.harness import OUT, skip_module_unless_runnable
+from conformance.harness import (COMMAND_TIMEOUT, OUT, WAIT_FOR_STOP,
+                                 skip_module_unless_runnable)
 
 pytestmark = pytest.mark.root
 skip_module_unless_runnable()
@@ -188,3 +190,23 @@ def test_config_changes_after_create_have_no_effect(runtime, probe, container_id
     runtime.start(container_id)
     runtime.wait_for_status(container_id, "stopped")
     assert probe.output(bundle) == "original\n"
+
+
+def test_delete_force_ends_a_container_run_in_the_foreground(runtime, probe, leak_check):
+    """`run` waiting for its container holds nothing another command needs:
+    delete --force ends the container (as runc: whose program ignores
+    SIGTERM, as a pid namespace's init does) and `run` exits 128+9."""
+    container_id = runtime.new_id()
+    bundle = probe.bundle(f"echo ran\n{WAIT_FOR_STOP}")
+    foreground = subprocess.Popen(runtime.argv + ["run", "--bundle", str(bundle), container_id],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        probe.wait_for_output(bundle, "ran")
+        runtime.run("delete", "--force", container_id)
+        assert foreground.wait(timeout=COMMAND_TIMEOUT) == 128 + signal.SIGKILL
+    finally:
+        foreground.kill()
+        foreground.wait()
+    assert not runtime.exists(container_id)
+    assert leak_check.leftovers() == {}

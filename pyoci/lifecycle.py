@@ -575,6 +575,9 @@ def run(root, container_id, options, detach=False, keep=False):
         raise
     if detach:
         return 0
+    # Not locked while it runs: the other commands (kill --all, pause,
+    # delete --force of a container that ignores signals) reach it meanwhile.
+    container.unlock()
     if master is not None:
         from pyoci import console
         status = console.proxy_and_wait(master, pid, wait_for)
@@ -582,6 +585,10 @@ def run(root, container_id, options, detach=False, keep=False):
         status = wait_for(pid)
     log.debug(f"run {container_id}: pid {pid} exited, status {status}")
     if not keep:
+        try:
+            container.lock_existing()
+        except ContainerError:
+            return status  # deleted meanwhile
         _delete(container, force=True, hooks_cwd=options.bundle)
     return status
 
