@@ -60,7 +60,9 @@ def run_one(hook, index, state, phase, cwd=None, env=None):
             hook.args, executable=hook.path, env=env, cwd=cwd, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
-        raise HookError(f"{what}: exec {hook.path}: {errno_text(exc.errno)}") from None
+        # The child's chdir fails as its exec would: Popen names the directory.
+        failed = f"chdir {cwd}" if cwd is not None and exc.filename == cwd else f"exec {hook.path}"
+        raise HookError(f"{what}: {failed}: {errno_text(exc.errno)}") from None
     try:
         stdout, stderr = child.communicate(jsontext.dumps(state).encode(), timeout=hook.timeout)
     except subprocess.TimeoutExpired:

@@ -106,6 +106,16 @@ def test_missing_executable():
                                "exec /nonexistent/hook: no such file or directory")
 
 
+def test_missing_working_directory_is_named_not_the_program(tmp_path):
+    """A bundle gone before a poststart or poststop hook runs there: the
+    hook's chdir failed, not its exec."""
+    gone = str(tmp_path / "gone")
+    with pytest.raises(HookError) as info:
+        hooks.run([sh_hook("exit 0")], STATE, "poststop", cwd=gone)
+    assert str(info.value) == ("error running poststop hook #0: "
+                               f"chdir {gone}: no such file or directory")
+
+
 def test_first_failure_stops_the_rest_and_names_its_index(tmp_path):
     marks = tmp_path / "marks"
     hook_list = [sh_hook(f'echo 0 >> "{marks}"'), sh_hook(f'echo 1 >> "{marks}"; exit 1'),
