@@ -5,6 +5,7 @@ interpreter) with conformance/harness.py's Runtime, Probe and LeakCheck.
 """
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -78,6 +79,7 @@ class RootlessUser:
     checkout's package, so the checkout's own path need not be traversable."""
 
     NAME = "pyoci-rootless"
+    TUN = "/dev/net/tun"
     PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
     def __init__(self, directory):
@@ -97,6 +99,10 @@ class RootlessUser:
         self.runtime_dir.chmod(0o700)
         os.chown(self.runtime_dir, self.uid, self.gid)
         self.pyoci = self._install_pyoci()
+        # Rootless podman's and Docker's networks (slirp4netns) open the tun
+        # device as the user: Debian's udev makes it 0666, a bare host may not.
+        self.tun_mode = stat.S_IMODE(os.stat(self.TUN).st_mode)
+        os.chmod(self.TUN, self.tun_mode | 0o666)
 
     def _subordinate(self, table, flag):
         """(first, count) of the user's range, added where useradd did not."""
@@ -158,6 +164,7 @@ class RootlessUser:
             os.lchown(below, self.uid, self.gid)
 
     def close(self):
+        os.chmod(self.TUN, self.tun_mode)
         subprocess.run(["pkill", "-KILL", "-u", self.NAME], check=False)
         subprocess.run(["userdel", "-r", "-f", self.NAME], capture_output=True, check=False)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
