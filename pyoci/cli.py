@@ -12,6 +12,7 @@ argparse with what it imports costs more than the whole of such a command.
 """
 import sys
 
+import pyoci
 from pyoci import jsontext, log
 from pyoci.errors import ConfigError, PyociError, describe
 
@@ -301,9 +302,10 @@ def _command_help(name, command, flags):
             + (f"\nflags:\n{_flag_lines(flags)}" if flags else ""))
 
 
-def _start_migrations_early():
-    from pyoci.linux import cgroups
-    cgroups.start_migrations_early()
+# The commands that place a process in cgroups: their wait for the kernel's
+# grace period starts before anything else they do (see
+# cgroups.start_migrations_early).
+MIGRATING = ("create", "run", "exec")
 
 
 def _runtime(args):
@@ -322,12 +324,10 @@ def _print_json(value, indent=None):
 
 
 def cmd_create(args):
-    _start_migrations_early()
     _runtime(args).create(args.id, args.bundle, **_create_flags(args))
 
 
 def cmd_run(args):
-    _start_migrations_early()
     return _runtime(args).run(args.id, args.bundle, detach=args.detach, keep=args.keep,
                               **_create_flags(args))
 
@@ -370,7 +370,6 @@ def cmd_spec(args):
 
 
 def cmd_exec(args):
-    _start_migrations_early()
     from pyoci.execute import ExecOptions, execute
     options = ExecOptions(
         process_file=args.process, args=args.program, tty=args.tty, detach=args.detach,
@@ -443,9 +442,11 @@ def main(argv=None):
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     try:
         args = parse(argv)
+        if args.command in MIGRATING:
+            from pyoci.linux import cgroups
+            cgroups.start_migrations_early()
         log.configure(args.log, args.log_format, args.debug)
-        from pyoci.linux import runtime_exe
-        runtime_exe.allow_executing_again()
+        pyoci.is_the_command = True
         if args.root is None:
             from pyoci.state import default_root
             args.root = default_root()

@@ -24,7 +24,7 @@ def run(syscalls, context):
     config = context.config
     linux = config.linux
     sock = context.sync_sock
-    sync.receive(sock, sync.GO)
+    context.cgroup_paths = sync.receive(sock, sync.GO)["cgroup_paths"]
     os.setsid()
     if not context.no_new_keyring:
         _join_session_keyring(syscalls, context.container_id,

@@ -81,9 +81,6 @@ def create(root, container_id, options):
         # exec needs the config as created, whatever happens to the bundle later.
         state.write_atomic(container.config_file, jsontext.dumps(raw_config).encode(), 0o600)
         log.fault_point("create:config-saved")
-        container.record["cgroup_owned"] = manager.create()
-        container.save()
-        log.fault_point("create:cgroups-made")
         os.mkfifo(container.fifo)
         log.fault_point("create:fifo")
         os.chmod(container.fifo, 0o622)  # any container user may open it to write
@@ -112,10 +109,17 @@ def create(root, container_id, options):
             fifo_fd=fifo_fd, waiter_fd=waiter_fd, console_socket_fd=console_fd,
             preserve_fds=options.preserve_fds + prepared["listen_fds"],
             no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring,
-            cgroup_paths=manager.seen_paths(), caps=prepared["caps"], rlimits=prepared["rlimits"],
+            caps=prepared["caps"], rlimits=prepared["rlimits"],
             extra_env=prepared["extra_env"], seccomp=prepared["seccomp"],
             placement=prepared["placement"], persona=prepared["persona"],
             state_dir_fd=state_dir_fd, stdio=options.stdio)
+
+        def place_in_cgroups(stage_pid):
+            container.record["cgroup_owned"] = manager.create()
+            container.save()
+            log.fault_point("create:cgroups-made")
+            manager.add(stage_pid)
+            return manager.seen_paths()
 
         def on_create_hooks(init_pid):
             _record_pid(container, init_pid)
@@ -133,7 +137,7 @@ def create(root, container_id, options):
             return hook_state
 
         log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
-        process.spawn_init(context, manager.add, on_create_hooks,
+        process.spawn_init(context, place_in_cgroups, on_create_hooks,
                            seccomp_agent(prepared["seccomp"], container, state.CREATING))
         log.debug(f"create {container_id}: init {container.record['pid']} waits on exec.fifo")
         if terminal_end is not None:

@@ -20,7 +20,8 @@ WAITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyoci-waiter"
 
 
 class InitContext:
-    """Everything init needs, prepared by the runtime before fork."""
+    """Everything init needs, prepared by the runtime before fork (but the
+    cgroup paths, made after it: they come with init's GO)."""
     __slots__ = ("config", "container_id", "bundle", "sync_sock", "fifo_fd", "waiter_fd",
                  "console_socket_fd", "preserve_fds", "no_pivot", "no_new_keyring",
                  "cgroup_paths", "caps", "rlimits", "extra_env", "seccomp",
@@ -86,8 +87,8 @@ class _Fork:
     def __enter__(self):
         return self
 
-    def go(self):
-        sync.send(self.sock, sync.GO)
+    def go(self, **fields):
+        sync.send(self.sock, sync.GO, **fields)
 
     def receive_pid(self):
         """The final process's pid (host view). The stage exits then; it is
@@ -121,10 +122,15 @@ class _Fork:
         return False
 
 
-def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=None):
+def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=None):
     """Fork the namespace stage and init; drive them to READY.
 
-    ADD_TO_CGROUPS(pid) places the stage before it creates a cgroup namespace.
+    PLACE_IN_CGROUPS(pid) makes the container's cgroups and places the stage
+    in them before it creates a cgroup namespace; it returns the cgroup paths
+    init's processes are in (as a cgroup mount shows them), which init gets
+    with its GO. The fork comes first: the kernel makes a cgroup only once
+    the grace period of the runtime's early migration has passed (see
+    cgroups.start_migrations_early), and the fork need not wait for it.
     ON_CREATE_HOOKS(init_pid) runs prestart/createRuntime hooks and returns the
     state JSON for the createContainer hooks. ON_SECCOMP_LISTENER(fd, pid)
     passes a notifying filter's listener on. Returns init's pid (host view).
@@ -134,7 +140,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=Non
     _preload(config.process, config.hooks.create_container or config.hooks.start_container)
     with _Fork(context, _namespace_stage) as fork:
         log.fault_point("create:forked")
-        add_to_cgroups(fork.stage_pid)
+        cgroup_paths = place_in_cgroups(fork.stage_pid)
         log.fault_point("create:stage-in-cgroups")
         log.debug(f"create: namespace stage {fork.stage_pid} is in the cgroups")
         userns = config.linux.namespace("user")
@@ -153,7 +159,7 @@ def spawn_init(context, add_to_cgroups, on_create_hooks, on_seccomp_listener=Non
             log.debug(f"create: moved {', '.join(config.linux.net_devices)} into init's netns")
         if config.process and config.process.oom_score_adj is not None:
             _write_oom_score_adj(init_pid, config.process.oom_score_adj)
-        fork.go()
+        fork.go(cgroup_paths=cgroup_paths)
         _serve_mount_sources(fork.sock, MountSources(sc.syscalls(), config, context.bundle,
                                                      init_pid))
         container_state = on_create_hooks(init_pid)

@@ -10,7 +10,7 @@ runtime then undoes what create did.
   runtime                          namespace stage                 init
   -------                          ---------------                 ----
   fork ----------------------------> (starts non-dumpable)
-  cgroup: add stage pid              [user ns: unshare(NEWUSER),
+  cgroups: make them, add stage pid  [user ns: unshare(NEWUSER),
                                       dumpable until GO]
                <------------------- ID_MAP_REQUEST (user ns only)
   write uid_map / gid_map (or
@@ -21,7 +21,7 @@ runtime then undoes what create did.
                <------------------- INIT_PID {pid}
   waitpid(stage)                     os._exit(0)
   write oom_score_adj
-  GO ------------------------------------------------------------------>
+  GO {cgroup_paths} --------------------------------------------------->
                                                                    mounts, devices
                <----------------------------------------------------- [MOUNT_SOURCE {index,
                                                                     idmapped}, any number]

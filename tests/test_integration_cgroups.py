@@ -4,6 +4,7 @@ v2 host (tests/vm/run_in_v2_vm.sh boots one), reading v1 or v2 files."""
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -522,14 +523,18 @@ def test_update_of_device_rules_changes_only_what_differs(tmp_path):
 
 def test_early_migration_leaves_the_runtime_where_it_was(monkeypatch):
     """cgroups.start_migrations_early's no-op: our own process, into the
-    cgroup it is in, by a write the kernel accepts."""
+    cgroup it is in, by a write the kernel accepts; then the interpreter's
+    switch interval is the one it had."""
     from pyoci.linux import cgroups
     before = Path("/proc/self/cgroup").read_text()
     writes = []
     real_write = cgroups.os.write
     monkeypatch.setattr(cgroups.os, "write", lambda fd, data: writes.append(
         (os.readlink(f"/proc/self/fd/{fd}"), real_write(fd, data))))
-    cgroups._migrate_into_own_cgroup()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    cgroups._migrate_into_own_cgroup(interval)
+    assert sys.getswitchinterval() == interval
     assert Path("/proc/self/cgroup").read_text() == before
     [(procs_file, written)] = writes
     assert procs_file.endswith("/cgroup.procs") and written == 1

@@ -11,7 +11,8 @@ that fd. So for such a container pyoci first executes itself again, same
 arguments, from a sealed memfd copy of the interpreter (as runc copies
 itself): what the container reaches is then a copy that cannot be written.
 
-Only the pyoci command executes itself again (cli.main allows it). In a
+Only the pyoci command executes itself again (cli.main says it is the
+command: pyoci.is_the_command). In a
 library caller's process, which is not ours to replace, the step raises
 NeedsSealedCopy before anything is made, and pyoci.runtime runs the
 command from a copy instead.
@@ -19,6 +20,7 @@ command from a copy instead.
 import os
 import sys
 
+import pyoci
 from pyoci import log
 
 COPY_NAME = "pyoci-interpreter"
@@ -26,16 +28,10 @@ COPY_EXECUTABLE = f"/memfd:{COPY_NAME} (deleted)"
 PTRACE = "CAP_SYS_PTRACE"
 # In the state directory: an exec gave a process CAP_SYS_PTRACE, which init may lack.
 PTRACE_MARK = "ptrace"
-_may_execute_again = False
 
 
 class NeedsSealedCopy(Exception):
     """The step must run from a sealed copy, and this process may not become one."""
-
-
-def allow_executing_again():
-    global _may_execute_again
-    _may_execute_again = True
 
 
 def running_from_copy():
@@ -63,7 +59,7 @@ def run_from_sealed_copy():
     starts the command over."""
     if running_from_copy():
         return
-    if not _may_execute_again:
+    if not pyoci.is_the_command:
         raise NeedsSealedCopy()
     log.debug("the container can reach our /proc/PID/exe (CAP_SYS_PTRACE): executing a "
               "sealed copy of the interpreter")

@@ -55,16 +55,33 @@ def own_cgroups(pid="self"):
 def start_migrations_early():
     """Let the kernel's wait for the first cgroup migration pass while the
     runtime does other work. The first write to a cgroup.procs in a while
-    waits for an RCU grace period (10-20 ms here, as long as all the rest
+    waits for an RCU grace period (6-25 ms here, as long as all the rest
     of a create) before it takes the rwsem every migration takes; later ones
     soon after do not. So a thread migrates this process into the cgroup it
     is already in, a no-op, while create or exec go on to their own
-    migrations. Where it may not (rootless), they just wait as before."""
+    migrations. Where it may not (rootless), they just wait as before.
+
+    The write holds the kernel's cgroup mutex while it waits, so making a
+    cgroup waits too: create makes its cgroups as late as it can. The
+    thread runs at once: until it is done, the interpreter hands it the GIL
+    after 10 us instead of 5 ms, so that each of its few steps before the
+    write does not wait out the importing main thread's time slice."""
     import _thread
-    _thread.start_new_thread(_migrate_into_own_cgroup, ())
+    import sys
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    _thread.start_new_thread(_migrate_into_own_cgroup, (switch_interval,))
 
 
-def _migrate_into_own_cgroup():
+def _migrate_into_own_cgroup(switch_interval):
+    import sys
+    try:
+        _write_own_cgroup_procs()
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+
+def _write_own_cgroup_procs():
     for key, path in own_cgroups().items():
         roots = ((CGROUP_ROOT + "/" + UNIFIED, CGROUP_ROOT) if key == UNIFIED_KEY
                  else (CGROUP_ROOT + "/" + key.removeprefix("name="),))
