@@ -14,7 +14,8 @@ from pyoci.errors import ExecError, describe, errno_text
 # before it forks: after pivot_root the host's site-packages are out of reach,
 # and after the switch to a user namespace's root they may be unreadable.
 # What only some configs use (the terminal) process._preload loads for them.
-from pyoci.linux import caps, cgroups, credentials, lsm, network, procfs, rlimits, rootfs
+from pyoci.linux import (caps, cgroups, credentials, lsm, namespaces, network, procfs, rlimits,
+                         rootfs)
 from pyoci.linux import syscalls as sc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -25,6 +26,10 @@ def run(syscalls, context):
     linux = config.linux
     sock = context.sync_sock
     context.cgroup_paths = sync.receive(sock, sync.GO)["cgroup_paths"]
+    cgroupns = linux.namespace("cgroup")
+    if cgroupns is not None and cgroupns.path is None:
+        # Rooted at the cgroups the runtime has just placed us in.
+        namespaces.unshare(syscalls, sc.CLONE_NEWCGROUP)
     os.setsid()
     if not context.no_new_keyring:
         _join_session_keyring(syscalls, context.container_id,

@@ -125,12 +125,13 @@ class _Fork:
 def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=None):
     """Fork the namespace stage and init; drive them to READY.
 
-    PLACE_IN_CGROUPS(pid) makes the container's cgroups and places the stage
-    in them before it creates a cgroup namespace; it returns the cgroup paths
-    init's processes are in (as a cgroup mount shows them), which init gets
-    with its GO. The fork comes first: the kernel makes a cgroup only once
-    the grace period of the runtime's early migration has passed (see
-    cgroups.start_migrations_early), and the fork need not wait for it.
+    PLACE_IN_CGROUPS(pid) makes the container's cgroups and places init in
+    them; it returns the cgroup paths init's processes are in (as a cgroup
+    mount shows them), which init gets with its GO, and only then creates a
+    cgroup namespace. The namespaces and init come first: the kernel makes a
+    cgroup, and moves a process, only once the grace period of the runtime's
+    early migration has passed (see cgroups.start_migrations_early), and
+    they need not wait for it.
     ON_CREATE_HOOKS(init_pid) runs prestart/createRuntime hooks and returns the
     state JSON for the createContainer hooks. ON_SECCOMP_LISTENER(fd, pid)
     passes a notifying filter's listener on. Returns init's pid (host view).
@@ -140,9 +141,6 @@ def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=N
     _preload(config.process, config.hooks.create_container or config.hooks.start_container)
     with _Fork(context, _namespace_stage) as fork:
         log.fault_point("create:forked")
-        cgroup_paths = place_in_cgroups(fork.stage_pid)
-        log.fault_point("create:stage-in-cgroups")
-        log.debug(f"create: namespace stage {fork.stage_pid} is in the cgroups")
         userns = config.linux.namespace("user")
         if userns and userns.path is None:
             sync.receive(fork.sock, sync.ID_MAP_REQUEST)
@@ -153,7 +151,9 @@ def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=N
         fork.go()
         init_pid = fork.receive_pid()
         log.fault_point("create:init-pid")
-        log.debug(f"create: init is pid {init_pid}")
+        cgroup_paths = place_in_cgroups(init_pid)
+        log.fault_point("create:init-in-cgroups")
+        log.debug(f"create: init is pid {init_pid}, in the cgroups")
         if config.linux.net_devices:
             network.move_devices(config.linux.net_devices, f"/proc/{init_pid}/ns/net")
             log.debug(f"create: moved {', '.join(config.linux.net_devices)} into init's netns")
@@ -228,10 +228,11 @@ def _preload(process, hooks):
 
 
 def _exec_stage(syscalls, context, init):
-    """Join the container's namespaces (user first, mount last), then fork
-    so that the process is inside its pid and time namespaces."""
+    """Join the container's namespaces (user first, mount last), then, once
+    the runtime has placed us in the cgroups, fork so that the process is
+    inside its pid and time namespaces and its cgroups. The joins need not
+    wait for the placement (the early migration's grace period)."""
     syscalls.prctl(sc.PR_SET_DUMPABLE, 0)
-    sync.receive(context.sync_sock, sync.GO)
     for ns_type in namespaces.JOIN_ORDER:
         if ns_type in context.join:
             namespaces.join(syscalls, ns_type, context.join[ns_type])
@@ -243,6 +244,7 @@ def _exec_stage(syscalls, context, init):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     log.fault_point("exec:stage/joined")
+    sync.receive(context.sync_sock, sync.GO)
     pid = os.fork()
     if pid == 0:
         _child(context.sync_sock, lambda: init.run_exec(syscalls, context))
@@ -317,7 +319,8 @@ def _namespace_stage(syscalls, context, init):
         syscalls.prctl(sc.PR_SET_DUMPABLE, 0)
     log.debug("namespace stage: joined " + (", ".join(sorted(joined)) or "none") + "; creates "
               + (", ".join(ns.type for ns in linux.namespaces if ns.path is None) or "none"))
-    namespaces.unshare(syscalls, namespaces.new_flags(linux.namespaces, skip=("user",)))
+    # A new cgroup namespace is init's to create, once it is in its cgroups.
+    namespaces.unshare(syscalls, namespaces.new_flags(linux.namespaces, skip=("user", "cgroup")))
     if linux.time_offsets:
         namespaces.write_time_offsets(linux.time_offsets)
     if new_userns:

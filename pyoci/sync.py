@@ -10,18 +10,20 @@ runtime then undoes what create did.
   runtime                          namespace stage                 init
   -------                          ---------------                 ----
   fork ----------------------------> (starts non-dumpable)
-  cgroups: make them, add stage pid  [user ns: unshare(NEWUSER),
+                                     setns(paths)
+                                     [user ns: unshare(NEWUSER),
                                       dumpable until GO]
                <------------------- ID_MAP_REQUEST (user ns only)
   write uid_map / gid_map (or
   newuidmap / newgidmap)
-  GO ------------------------------> setns(paths), unshare(rest)
+  GO ------------------------------> unshare(rest but cgroup)
                                      [time ns: write offsets]
                                      fork -------------------------> (PID 1)
                <------------------- INIT_PID {pid}
-  waitpid(stage)                     os._exit(0)
+  cgroups: make them, add init       os._exit(0)
   write oom_score_adj
   GO {cgroup_paths} --------------------------------------------------->
+                                                                   [unshare(NEWCGROUP)]
                                                                    mounts, devices
                <----------------------------------------------------- [MOUNT_SOURCE {index,
                                                                     idmapped}, any number]
@@ -42,9 +44,9 @@ runtime then undoes what create did.
   write state.json, pid file                                       (the socket is close-on-exec);
   exit 0                                                           it blocks on exec.fifo
 
-`exec` runs the first part only: the stage joins the container's namespaces
-(GO once it is in the cgroups), reports the pid of its fork, which (after a
-second GO) prepares the process, sends READY and executes it directly.
+`exec` runs the first part only: the stage joins the container's namespaces,
+forks once it is in the cgroups (GO) and reports the pid of its fork, which
+(after a second GO) prepares the process, sends READY and executes it directly.
 
 `start` later opens exec.fifo for reading: the waiter writes "0" and executes
 the user's program; the fifo's write end is close-on-exec, so `start` reads
