@@ -114,11 +114,11 @@ def create(root, container_id, options):
             placement=prepared["placement"], persona=prepared["persona"],
             state_dir_fd=state_dir_fd, stdio=options.stdio)
 
-        def place_in_cgroups(stage_pid):
+        def place_in_cgroups(init_pid):
             container.record["cgroup_owned"] = manager.create()
             container.save()
             log.fault_point("create:cgroups-made")
-            manager.add(stage_pid)
+            manager.add(init_pid)
             return manager.seen_paths()
 
         def on_create_hooks(init_pid):

@@ -345,7 +345,8 @@ def make_container_record(container, pid, **extra):
     start = procfs.start_time(pid)
     container.record = {
         "id": container.id, "pid": pid, "pid_start_time": start, "bundle": container.dir,
-        "rootfs": container.dir + "/rootfs", "created": "2024-01-01T00:00:00.000000000Z", "annotations": {},
+        "rootfs": container.dir + "/rootfs", "created": "2024-01-01T00:00:00.000000000Z",
+        "annotations": {},
         "cgroup_paths": {}, "owner": "", "has_process": True,
         "hooks": {"poststart": [], "poststop": []}}
     container.record.update(extra)

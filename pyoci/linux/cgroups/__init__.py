@@ -16,6 +16,7 @@ those, since a cgroup the container did not create is not its to delete.
 """
 import errno
 import os
+import sys
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -67,14 +68,12 @@ def start_migrations_early():
     after 10 us instead of 5 ms, so that each of its few steps before the
     write does not wait out the importing main thread's time slice."""
     import _thread
-    import sys
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     _thread.start_new_thread(_migrate_into_own_cgroup, (switch_interval,))
 
 
 def _migrate_into_own_cgroup(switch_interval):
-    import sys
     try:
         _write_own_cgroup_procs()
     finally:
