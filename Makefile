@@ -6,7 +6,7 @@ PYOCI := $(abspath $(VENV))/bin/pyoci
 APT_PACKAGES := gcc libc6-dev python3-dev python3-venv busybox-static runc systemd kmod \
 	podman conmon netavark aardvark-dns containerd docker.io buildah uidmap catatonit \
 	slirp4netns rootlesskit python3-cffi-backend python3-jsonschema apparmor crun time \
-	containernetworking-plugins
+	containernetworking-plugins criu
 DEMO_DIR := build/demo
 
 .PHONY: demo test test-fast test-v2 conformance-runc bench install apt-deps clean
@@ -45,9 +45,9 @@ test: install
 V2_TESTS := tests/test_integration_cgroups.py tests/test_integration_cgroup_fields.py \
 	tests/test_integration_linux.py \
 	tests/test_integration_systemd.py tests/test_integration_rootless.py \
-	tests/test_integration_lsm.py
+	tests/test_integration_lsm.py tests/test_integration_checkpoint.py
 test-v2: install
-	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -m "not engine" -k "cgroup or device or bad_input or seccomp or systemd or rootless or lsm"'
+	tests/vm/run_in_v2_vm.sh '$(PY) -m pytest -p no:cacheprovider -q $(V2_TESTS) -m "not engine" -k "cgroup or device or bad_input or seccomp or systemd or rootless or lsm or checkpoint"'
 	@# SELinux is the other major LSM: a second, short boot with Debian's policy loaded (permissive).
 	VM_LSM=selinux tests/vm/run_in_v2_vm.sh 'load_policy -i && $(PY) -m pytest -p no:cacheprovider -q tests/test_integration_lsm.py -k selinux' 
 

@@ -112,6 +112,16 @@ def _update_flags():
             Flag("--mem-bw-schema", help="Intel RDT: refused"))
 
 
+# What checkpoint and restore share, with runc's names.
+_CRIU_FLAGS = (
+    Flag("--tcp-established", kind=BOOL, help="allow open TCP connections"),
+    Flag("--ext-unix-sk", kind=BOOL, help="allow external unix sockets"),
+    Flag("--shell-job", kind=BOOL, help="allow a shell job (a terminal from outside)"),
+    Flag("--file-locks", kind=BOOL, help="save and restore file locks"),
+    Flag("--manage-cgroups-mode", help="soft (default), full, strict or ignore"),
+    Flag("--empty-ns", kind=LIST, help="network: a new, empty namespace (repeatable)"),
+    Flag("--auto-dedup", kind=BOOL, help="deduplicate memory images"))
+
 COMMANDS = {
     "create": Command("create a container", CREATE_FLAGS),
     "run": Command("create and start a container", (
@@ -139,6 +149,30 @@ COMMANDS = {
     "events": Command("print a container's stats and OOM events", (
         Flag("--stats", kind=BOOL, help="one stats line, then exit"),
         Flag("--interval", default="5s", help="between stats lines (default 5s)"))),
+    "checkpoint": Command("save a running container with CRIU", (
+        Flag("--image-path", help="where CRIU's images go (default: ./checkpoint)"),
+        Flag("--work-path", help="where CRIU's log and work files go (default: the image path)"),
+        Flag("--parent-path", help="a pre-dump's images, relative to the image path"),
+        Flag("--leave-running", kind=BOOL, help="keep the container running afterwards"),
+        Flag("--pre-dump", kind=BOOL, help="save memory only, and leave it running"),
+        *_CRIU_FLAGS,
+        Flag("--lazy-pages", kind=BOOL, help="serve memory pages lazily (userfaultfd)"),
+        Flag("--status-fd", kind=INT, default=-1,
+             help="CRIU writes \\0 to this fd once lazy pages are served"),
+        Flag("--page-server", help="ADDRESS:PORT of a CRIU page server"))),
+    "restore": Command("bring back a checkpointed container with CRIU", (
+        Flag("-b", "--bundle", default=".", help="the bundle directory (default: .)"),
+        Flag("--image-path", help="CRIU's images (default: ./checkpoint)"),
+        Flag("--work-path", help="where CRIU's log and work files go (default: the image path)"),
+        Flag("-d", "--detach", kind=BOOL, help="do not wait for the container"),
+        Flag("--pid-file", help="write the container process's pid here"),
+        Flag("--console-socket", help="a unix socket to send the terminal's master fd to"),
+        Flag("--no-subreaper", kind=BOOL, help="do not reap the container's orphans"),
+        Flag("--no-pivot", kind=BOOL, help="as create's (CRIU makes the root itself)"),
+        *_CRIU_FLAGS,
+        Flag("--lazy-pages", kind=BOOL, help="take memory pages lazily (userfaultfd)"),
+        Flag("--lsm-profile", help="TYPE:NAME: the LSM profile to restore under"),
+        Flag("--lsm-mount-context", help="the LSM mount context to restore with"))),
     "exec": Command("run another process in a running container", (
         Flag("-p", "--process", help="a runtime-spec process JSON file"),
         Flag("-t", "--tty", kind=BOOL, help="give the process a terminal"),
@@ -388,6 +422,25 @@ def cmd_exec(args):
 
 class ExecFailed(PyociError):
     exit_code = 255
+
+
+def _criu_options(args, *flags):
+    from pyoci.checkpoint import CriuOptions
+    shared = ("image_path", "work_path", "tcp_established", "ext_unix_sk", "shell_job",
+              "file_locks", "manage_cgroups_mode", "empty_ns", "auto_dedup", "lazy_pages")
+    return CriuOptions(criu=args.criu, **{name: getattr(args, name) for name in shared + flags})
+
+
+def cmd_checkpoint(args):
+    _runtime(args).checkpoint(args.id, _criu_options(
+        args, "parent_path", "leave_running", "pre_dump", "status_fd", "page_server"))
+
+
+def cmd_restore(args):
+    return _runtime(args).restore(
+        args.id, args.bundle, _criu_options(args, "lsm_profile", "lsm_mount_context"),
+        detach=args.detach, subreaper=not args.no_subreaper, pid_file=args.pid_file,
+        console_socket=args.console_socket, no_pivot=args.no_pivot)
 
 
 def cmd_pause(args):

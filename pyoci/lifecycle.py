@@ -59,21 +59,9 @@ def create(root, container_id, options):
     manager = None
     fds = []
     try:
-        chosen = cgroups.manager_for(config.linux.cgroups_path, container_id,
-                                      systemd=options.systemd_cgroup,
-                                      annotations=config.annotations,
-                                      rootless=options.rootless)
-        _refuse_a_cgroup_in_use(chosen)
-        manager = chosen  # from here on, undo kills what is in the cgroup
-        container.record = {
-            "id": container_id, "pid": 0, "pid_start_time": None, "creating": True,
-            "bundle": options.bundle, "rootfs": config.root_path,
-            "created": state.rfc3339_now(), "annotations": config.annotations,
-            "cgroup_paths": manager.paths, "systemd_unit": getattr(manager, "unit", None),
-            "owner": "", "has_process": config.process is not None,
-            "hooks": _later_hooks(config), "shares_host_pids": _shares_host_pids(config),
-            "notify": bool(sdnotify.host_socket() and config.process is not None),
-        }
+        manager = new_cgroups(config, container_id, options)  # undo kills what is in it
+        container.record = new_record(container_id, config, options, manager)
+        container.record["notify"] = bool(sdnotify.host_socket() and config.process is not None)
         if container.record["notify"]:
             sdnotify.prepare(config, container.dir)
         container.save()
@@ -122,7 +110,7 @@ def create(root, container_id, options):
             return manager.seen_paths()
 
         def on_create_hooks(init_pid):
-            _record_pid(container, init_pid)
+            record_pid(container, init_pid)
             log.fault_point("create:pid-recorded")
             # The limits once init has made the mounts, as runc sets them:
             # its setup is not throttled by a small CPU quota, and the
@@ -145,19 +133,44 @@ def create(root, container_id, options):
         if pidfd_socket_fd is not None:
             unix.send_pidfd(pidfd_socket_fd, container.record["pid"])
         del container.record["creating"]
-        container.record["waiting_executable"] = procfs.executable(container.record["pid"])
+        pid = container.record["pid"]
+        container.record["waiting_executable"] = procfs.executable(pid)
+        container.record["stdio"] = procfs.stdio_targets(pid)  # for checkpoint
         container.save()
         log.fault_point("create:recorded")
         if options.pid_file:
             state.write_atomic(os.path.abspath(options.pid_file),
                                str(container.record["pid"]).encode())
     except BaseException:
-        _undo_create(container, manager)
+        undo_create(container, manager)
         raise
     finally:
         for fd in fds:
             os.close(fd)
     return container
+
+
+def new_cgroups(config, container_id, options):
+    """The cgroup manager of a new container (nothing made yet); refused
+    if its cgroup is another's."""
+    manager = cgroups.manager_for(config.linux.cgroups_path, container_id,
+                                  systemd=options.systemd_cgroup,
+                                  annotations=config.annotations, rootless=options.rootless)
+    _refuse_a_cgroup_in_use(manager)
+    return manager
+
+
+def new_record(container_id, config, options, manager):
+    """A new container's first record: what undoing it needs, and what the
+    later commands need of its config."""
+    return {
+        "id": container_id, "pid": 0, "pid_start_time": None, "creating": True,
+        "bundle": options.bundle, "rootfs": config.root_path,
+        "created": state.rfc3339_now(), "annotations": config.annotations,
+        "cgroup_paths": manager.paths, "systemd_unit": getattr(manager, "unit", None),
+        "owner": "", "has_process": config.process is not None,
+        "hooks": _later_hooks(config), "shares_host_pids": _shares_host_pids(config),
+    }
 
 
 def process_settings(config, proc):
@@ -190,15 +203,19 @@ def _prepare(config, options):
             namespaces.id_map_problems(config.linux) if _makes_user_namespace(config) else []):
         raise refusal
     prepared = {**process_settings(config, config.process), "extra_env": [], "listen_fds": 0}
-    proc = config.process
-    if proc is not None and proc.terminal and not (options.console_socket or options.own_terminal):
-        raise ExecError("cannot allocate a tty for a detached container without a console socket")
+    refuse_a_tty_without_console(config, options)
     listen_fds = os.environ.get("LISTEN_FDS")
     if listen_fds and listen_fds.isdigit() and int(listen_fds) > 0:
         # Socket activation: pass the fds on and tell the program they are its own.
         prepared["listen_fds"] = int(listen_fds)
         prepared["extra_env"] = [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
     return prepared
+
+
+def refuse_a_tty_without_console(config, options):
+    proc = config.process
+    if proc is not None and proc.terminal and not (options.console_socket or options.own_terminal):
+        raise ExecError("cannot allocate a tty for a detached container without a console socket")
 
 
 def _makes_user_namespace(config):
@@ -223,7 +240,7 @@ def _hooks_from_record(container, phase):
     return [Hook(raw) for raw in raws]
 
 
-def _record_pid(container, pid):
+def record_pid(container, pid):
     container.record["pid"] = pid
     container.record["pid_start_time"] = procfs.start_time(pid)
     container.save()
@@ -248,7 +265,7 @@ def _refuse_a_cgroup_in_use(manager):
         raise ContainerError("container's cgroup unexpectedly frozen")
 
 
-def _undo_create(container, manager):
+def undo_create(container, manager):
     """Undo every step create may have taken; each undo tolerates its step not having run."""
     from pyoci import process
     log.debug(f"create {container.id} failed: undoing it")
@@ -450,6 +467,11 @@ def _salvaged_record(container):
     return record
 
 
+def destroy(container):
+    """Kill what is left of a locked container and remove it, as delete --force."""
+    _delete(container, force=True)
+
+
 def _delete(container, force, hooks_cwd=None):
     log.fault_point("delete:locked")
     status = container.status()
@@ -579,6 +601,14 @@ def run(root, container_id, options, detach=False, keep=False):
         raise
     if detach:
         return 0
+    return wait_and_delete(container, master, options.bundle, keep)
+
+
+def wait_and_delete(container, master, bundle, keep=False):
+    """A foreground container's end: wait for its init (our child), proxying
+    the terminal MASTER if we hold it, then delete it unless KEEP; its exit
+    status."""
+    pid = container.record["pid"]
     # Not locked while it runs: the other commands (kill --all, pause,
     # delete --force of a container that ignores signals) reach it meanwhile.
     container.unlock()
@@ -587,13 +617,13 @@ def run(root, container_id, options, detach=False, keep=False):
         status = console.proxy_and_wait(master, pid, wait_for)
     else:
         status = wait_for(pid)
-    log.debug(f"run {container_id}: pid {pid} exited, status {status}")
+    log.debug(f"{container.id}: pid {pid} exited, status {status}")
     if not keep:
         try:
             container.lock_existing()
         except ContainerError:
             return status  # deleted meanwhile
-        _delete(container, force=True, hooks_cwd=options.bundle)
+        _delete(container, force=True, hooks_cwd=bundle)
     return status
 
 

@@ -85,6 +85,24 @@ class Runtime:
         return lifecycle.run(self.root, container_id, self.create_options(bundle, **options),
                              detach=detach, keep=keep)
 
+    def checkpoint(self, container_id, criu_options):
+        """Save the running container with CRIU (pyoci.checkpoint.CriuOptions:
+        checkpoint's flags); unless they say leave it running, it is then gone."""
+        from pyoci import checkpoint
+        checkpoint.checkpoint(self.root, container_id, criu_options)
+
+    def restore(self, container_id, bundle, criu_options, detach=False, subreaper=True,
+                stdio=None, **options):
+        """Bring a checkpoint back as container CONTAINER_ID of BUNDLE. Unless
+        DETACH, wait for it (its orphans too, unless not SUBREAPER) and return
+        its exit status. OPTIONS: pid_file, console_socket, no_pivot."""
+        from pyoci import checkpoint
+        if not detach and subreaper:
+            from pyoci.linux import syscalls
+            syscalls.syscalls().prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        return checkpoint.restore(self.root, container_id, self.create_options(
+            bundle, stdio=stdio, own_terminal=not detach, **options), criu_options, detach)
+
     def start(self, container_id):
         """Run the created container's program; returns once it has been executed."""
         from pyoci import lifecycle

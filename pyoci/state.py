@@ -12,6 +12,7 @@ init process is gone, a zombie, or a different process with the same pid
 (start time differs); ``created`` while init still runs what it waited for
 start in (see Container._waits_for_start); ``running`` after.
 """
+import errno
 import os
 import time
 
@@ -258,7 +259,11 @@ class Container:
     def remove_dir(self):
         """Remove the directory and what is in it (a directory left where
         state.json should be, too); what another delete removed first is
-        gone all the same."""
+        gone all the same. A mount in it (restore's bind of the rootfs, left
+        by a runtime that died) is detached first, never walked into."""
+        for below, directories, _ in os.walk(self.dir):
+            for name in directories:
+                detach(os.path.join(below, name))
         for below, directories, files in os.walk(self.dir, topdown=False):
             for name in files:
                 _remove(os.path.join(below, name), os.unlink)
@@ -266,6 +271,21 @@ class Container:
                 path = os.path.join(below, name)
                 _remove(path, os.unlink if os.path.islink(path) else os.rmdir)
         _remove(self.dir, os.rmdir)
+
+
+def detach(path):
+    """Detach what is mounted at PATH, if anything (a bind of a directory
+    of the same filesystem looks like a plain directory to stat)."""
+    from pyoci.linux import syscalls
+    from pyoci.linux.mounts import MNT_DETACH
+    try:
+        syscalls.syscalls().umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point
+            raise
+
+
+UMOUNT_NOFOLLOW = 8
 
 
 def _remove(path, remover):

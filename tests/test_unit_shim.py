@@ -7,7 +7,8 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyoci.shim import main as shim_main, messages as m, ttrpc, wire
+from pyoci import wire
+from pyoci.shim import main as shim_main, messages as m, ttrpc
 from pyoci.shim.loop import Loop
 from pyoci.shim.stdio import Stdio
 

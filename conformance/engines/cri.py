@@ -4,13 +4,13 @@ of containerd for a pod, over gRPC (grpcio) on containerd's socket.
 The messages are the project's own definitions, written from the field
 numbers of the published CRI API (k8s.io/cri-api v0.25.0, the version
 containerd 1.6 vendors; docs/research/cri-v1.md lists them), encoded by
-pyoci.shim.wire, the shim's codec: only the fields these tests use.
+pyoci.wire, the shim's codec: only the fields these tests use.
 """
 import json
 
 import grpc
 
-from pyoci.shim.wire import MapOf, Message, Repeated, decode, encode
+from pyoci.wire import MapOf, Message, Repeated, decode, encode
 
 POD, CONTAINER, NODE = 0, 1, 2  # NamespaceMode
 CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED = 0, 1, 2

@@ -114,3 +114,16 @@ def _unescape(field):
         return field
     first, *escaped = field.split("\\")
     return first + "".join(chr(int(part[:3], 8)) + part[3:] for part in escaped)
+
+
+def stdio_targets(pid, proc=PROC):
+    """What PID's fds 0, 1 and 2 are ("/dev/null", "pipe:[1234]"), "" where
+    one cannot be read: runc's descriptors.json, which tells a restore which
+    of them to give new pipes."""
+    targets = []
+    for fd in range(3):
+        try:
+            targets.append(os.readlink(f"{proc}/{pid}/fd/{fd}"))
+        except OSError:
+            targets.append("")
+    return targets

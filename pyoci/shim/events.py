@@ -3,7 +3,8 @@ service makes them, forwarded (ttrpc Events/Forward on $TTRPC_ADDRESS)
 after each turn of the loop, so a reply never waits on containerd."""
 import time
 
-from pyoci.shim import messages as m, ttrpc, wire
+from pyoci import wire
+from pyoci.shim import messages as m, ttrpc
 
 ATTEMPTS = 3
 

@@ -189,7 +189,8 @@ def delete(flags):
     containerd waits for it at every teardown, mostly with nothing to do:
     then it loads nothing more."""
     import time
-    from pyoci.shim import messages as m, rootfs, service, wire
+    from pyoci import wire
+    from pyoci.shim import messages as m, rootfs, service
     bundle = flags["bundle"] or os.getcwd()
     root = runtime_root(flags["namespace"])
     pid = 0

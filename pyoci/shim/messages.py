@@ -1,7 +1,7 @@
 """The messages the shim speaks, written from the field numbers containerd
 1.6, ttrpc 1.1 and containerd/cgroups 1.0 publish (docs/research/
 containerd-shim-v2.md lists them with their sources)."""
-from pyoci.shim.wire import MapOf, Message, Repeated
+from pyoci.wire import MapOf, Message, Repeated
 
 # google.protobuf and google.rpc
 TIMESTAMP = Message("google.protobuf.Timestamp", ("seconds", 1, "int64"), ("nanos", 2, "int32"))

@@ -6,7 +6,7 @@ from pyoci.shim import messages as m
 
 def metrics_any(stats, unified):
     """An Any of io.containerd.cgroups.v1.Metrics, or .v2 where UNIFIED."""
-    from pyoci.shim import wire
+    from pyoci import wire
     message_type, message = (m.V2_METRICS, _v2(stats)) if unified else (m.V1_METRICS, _v1(stats))
     return m.ANY.new(type_url=message_type.name, value=wire.encode(message_type, message))
 

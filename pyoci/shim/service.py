@@ -151,7 +151,7 @@ class TaskService:
         what the pyoci shim cannot do rather than dropping it."""
         if options is None or not options["type_url"]:
             return {}
-        from pyoci.shim import wire
+        from pyoci import wire
         name = options["type_url"].rpartition("/")[2]
         if name == m.CRI_RUNTIME_OPTIONS.name:
             given = wire.decode(m.CRI_RUNTIME_OPTIONS, options["value"])
@@ -365,7 +365,7 @@ class TaskService:
 
     def pids(self, request, _reply):
         task = self._task(request["id"])
-        from pyoci.shim import wire
+        from pyoci import wire
         exec_ids = {p.pid: p.exec_id for p in task.execs.values() if p.status == m.RUNNING}
         processes = []
         for pid in self._runtime_call(self.runtime.pids, task.id):

@@ -14,7 +14,8 @@ import os
 import struct
 import time
 
-from pyoci.shim import messages as m, wire
+from pyoci import wire
+from pyoci.shim import messages as m
 
 HEADER = struct.Struct(">IIBB")
 REQUEST, RESPONSE = 1, 2

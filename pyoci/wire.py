@@ -1,13 +1,15 @@
-"""The protobuf wire format (proto3) for the shim's messages.
+"""The protobuf wire format for the shim's messages (proto3) and CRIU's (proto2).
 
 A message is a Message: its full name and its fields, each (name, number,
-kind); a decoded one is a dict with every field (proto3's defaults for those
+kind); a decoded one is a dict with every field (the defaults for those
 absent). Kinds: the scalar names below, another Message, MapOf(kind) for a
-map<string, kind>, and Repeated(kind).
+map<string, kind>, and Repeated(kind). A proto3 field at its default is not
+sent; a proto2 field is sent whenever the dict has it (not None): CRIU tells
+a field set to 0 or false from one left out, and requires some that are 0.
 
 Our own codec, not the protobuf package: a shim starts for every container
 containerd runs, and importing protobuf costs it 30 ms; the few kinds the
-task API uses fit here.
+task API and CRIU's RPC use fit here.
 """
 import struct
 
@@ -23,9 +25,10 @@ class DecodeError(ValueError):
 
 
 class Message:
-    def __init__(self, name, *fields):
+    def __init__(self, name, *fields, proto2=False):
         self.name = name
         self.fields = fields
+        self.proto2 = proto2
         self.by_number = {number: (field, kind) for field, number, kind in fields}
 
     def __repr__(self):
@@ -76,7 +79,7 @@ def encode(message_type, message):
             for key, item in value.items():
                 _encode_field(out, number, kind.entry, {"key": key, "value": item}, always=True)
         else:
-            _encode_field(out, number, kind, value, always=False)
+            _encode_field(out, number, kind, value, always=message_type.proto2)
     return bytes(out)
 
 
