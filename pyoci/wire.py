@@ -167,7 +167,10 @@ def _decode_value(kind, wire, raw, message_type, field):
         where = f"{message_type.name}.{field}" if message_type else kind
         raise DecodeError(f"{where}: wire type {wire}, expected {expected}")
     if kind == "string":
-        return bytes(raw).decode()
+        try:
+            return bytes(raw).decode()
+        except UnicodeDecodeError:
+            raise DecodeError(f"{kind}: not UTF-8") from None
     if kind == "bytes":
         return bytes(raw)
     if kind == "double":
