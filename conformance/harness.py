@@ -180,6 +180,19 @@ class Runtime:
             self.run("delete", "--force", container_id, check=False)
 
 
+def criu_problem():
+    """Why CRIU cannot checkpoint here (`criu check`'s first error), or None."""
+    try:
+        done = subprocess.run(["criu", "check"], capture_output=True, text=True,
+                              timeout=120 * TIMEOUT_SCALE)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    errors = [line for line in done.stderr.splitlines() if "Error" in line]
+    return (errors or [done.stderr.strip() or f"exit status {done.returncode}"])[0]
+
+
 def process_alive(pid):
     """True unless PID is gone or a zombie (exited, not yet reaped)."""
     try:

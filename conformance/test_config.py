@@ -69,6 +69,15 @@ def test_process_user_umask(probe):
     assert probe.run("umask", update_section("process", user=user)) == "0027\n"
 
 
+def test_stdin_from_the_hosts_dev_null_is_the_containers(probe):
+    """As runc: stdio that is the host's /dev/null (here the runtime's stdin)
+    is reopened from the container's own /dev/null, whose mount is the
+    container's (CRIU refuses to dump an fd of a mount it cannot see)."""
+    output = probe.run("exec 3</dev/null; grep -h mnt_id /proc/self/fdinfo/0 /proc/self/fdinfo/3")
+    stdin_mount, own_mount = output.split()[1::2]
+    assert stdin_mount == own_mount, output
+
+
 def test_hostname_is_set(probe):
     """All of the properties configured in config.json except for process MUST be applied:
     hostname is the container's hostname as seen by processes inside it."""

@@ -306,9 +306,8 @@ def restore(root, container_id, create_options, options, detach):
         container.save()
         manager.add(criu_pid)
         manager.apply(config.linux.resources)
-        opts["ext_mnt"] = [{"key": key, "val": value}
-                           for key, value in _external_mounts_at_restore(config, create_options.bundle,
-                                                                    manager)]
+        opts["ext_mnt"] = [{"key": key, "val": value} for key, value in
+                           _external_mounts_at_restore(config, create_options.bundle, manager)]
         cgroup_roots = _cgroup_roots(criu_pid)
         if cgroup_roots:
             opts["cg_root"] = cgroup_roots
@@ -419,28 +418,38 @@ def _unbind(criu_root):
 
 
 def _make_mountpoints(config, bundle):
-    """Each mount's destination in the rootfs, as create makes it: CRIU mounts
-    on them but does not make them (those below a tmpfs it restores itself)."""
+    """Each mount's destination, as create makes it: CRIU mounts on them but
+    does not make them. One inside an earlier bind mount is made in that
+    mount's source, where CRIU will find it once it has bound the source
+    (runc binds the sources for a moment to get there); one inside a tmpfs
+    CRIU restores with the tmpfs, one inside a kernel filesystem exists."""
     from pyoci.linux import inroot, syscalls
     from pyoci.linux.mounts import is_bind_mount, source_path
     sys = syscalls.syscalls()
-    tmpfs = [m.destination.rstrip("/") + "/" for m in config.mounts if m.type == "tmpfs"]
-    root_fd = inroot.open_root(config.root_path)
-    try:
-        for mount in config.mounts:
-            if mount.type in ("cgroup", "cgroup2") or any(
-                    mount.destination.startswith(above) for above in tmpfs):
-                continue
-            kind = "dir"
-            if is_bind_mount(mount) and not os.path.isdir(source_path(mount, bundle)):
-                kind = "file"
+    earlier = []  # (destination, the directory its contents are in, or None)
+    for mount in config.mounts:
+        bind = is_bind_mount(mount)
+        source = source_path(mount, bundle) if bind else None
+        outer = max((entry for entry in earlier if _is_below(mount.destination, entry[0])),
+                    key=lambda entry: len(entry[0]), default=("/", config.root_path))
+        destination, directory = outer
+        if mount.type not in ("cgroup", "cgroup2") and directory is not None:
+            kind = "file" if bind and not os.path.isdir(source) else "dir"
+            root_fd = inroot.open_root(directory)
             try:
-                os.close(inroot.make_in(sys, root_fd, mount.destination, kind))
+                os.close(inroot.make_in(sys, root_fd,
+                                        "/" + os.path.relpath(mount.destination, destination),
+                                        kind))
             except OSError as exc:
                 raise ExecError(f"create criu restore mount for {mount.destination} mount: "
                                 f"{errno_text(exc.errno)}") from None
-    finally:
-        os.close(root_fd)
+            finally:
+                os.close(root_fd)
+        earlier.append((mount.destination, source if bind and os.path.isdir(source) else None))
+
+
+def _is_below(path, directory):
+    return path != directory and (directory == "/" or path.startswith(directory.rstrip("/") + "/"))
 
 
 def _external_mounts_at_restore(config, bundle, manager):

@@ -62,6 +62,7 @@ def run(syscalls, context):
         log.debug("init: entering the root filesystem by "
                   + ("MS_MOVE and chroot (--no-pivot)" if context.no_pivot else "pivot_root"))
         rootfs.enter(syscalls, config.root_path, context.no_pivot)
+        rootfs.reopen_dev_null()
         log.fault_point("create:init/pivoted")
     else:
         log.debug("init: no mount namespace: chroot into the root filesystem")

@@ -16,25 +16,14 @@ import time
 
 import pytest
 
-from conformance.bundle import bind_mount, make_bundle
-from conformance.harness import (PYOCI, RUNC, WAIT_TIMEOUT, ConsoleSocket, private_runtime,
-                                 wait_until)
+from conformance.bundle import bind_mount, join_namespace, make_bundle
+from conformance.harness import (PYOCI, RUNC, WAIT_TIMEOUT, ConsoleSocket, criu_problem,
+                                 private_runtime, wait_until)
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
 
-def _criu_check():
-    try:
-        done = subprocess.run(["criu", "check"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    if done.returncode == 0:
-        return None
-    errors = [line for line in done.stderr.splitlines() if "Error" in line]
-    return (errors or [done.stderr.strip() or f"exit status {done.returncode}"])[0]
-
-
-CRIU_PROBLEM = _criu_check()
+CRIU_PROBLEM = criu_problem()
 needs_criu = pytest.mark.skipif(CRIU_PROBLEM is not None,
                                 reason=f"criu check fails on this kernel: {CRIU_PROBLEM}")
 
@@ -68,9 +57,9 @@ def counting_past(path, value):
                       f"{path} to count past {value}", timeout=WAIT_TIMEOUT * 3)
 
 
-def running_counter(runtime, tmp_path, past):
+def running_counter(runtime, tmp_path, past, mutate=None):
     """(bundle, its count file, id) of a detached counter that has counted PAST."""
-    bundle = counter_bundle(tmp_path / "bundle")
+    bundle = counter_bundle(tmp_path / "bundle", mutate=mutate)
     counted = bundle / "rootfs" / "count"
     container_id = runtime.new_id()
     run_detached(runtime, container_id, bundle)
@@ -97,7 +86,12 @@ def still(path, value):
 
 @needs_criu
 def test_counter_checkpointed_and_restored_counts_on(runtime, tmp_path):
-    bundle, counted, container_id = running_counter(runtime, tmp_path, 3)
+    """Also: the createRuntime hook runs again on restore, once CRIU has made
+    the namespaces, with the restored process's pid."""
+    hooked = tmp_path / "hooked"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"cat >> {hooked}; echo >> {hooked}"]}
+    bundle, counted, container_id = running_counter(
+        runtime, tmp_path, 3, lambda config: config.update(hooks={"createRuntime": [hook]}))
     images = tmp_path / "images"
     runtime.run("checkpoint", "--image-path", images, container_id)
     assert not runtime.exists(container_id)  # checkpointed: gone, as runc
@@ -105,7 +99,10 @@ def test_counter_checkpointed_and_restored_counts_on(runtime, tmp_path):
     still(counted, saved)
     assert json.loads((images / "descriptors.json").read_text())[0] == "/dev/null"
     restore(runtime, container_id, bundle, images)
-    assert runtime.state(container_id)["status"] == "running"
+    state = runtime.state(container_id)
+    assert state["status"] == "running"
+    created, restored = map(json.loads, hooked.read_text().splitlines())
+    assert restored["pid"] == state["pid"] != created["pid"]
     counting_past(counted, saved)  # from where it was: a new start would count from 1
     assert count(counted) < saved + 100
     # The restored container is an ordinary one: exec, kill, delete.
@@ -129,14 +126,19 @@ def test_leave_running_keeps_the_container_and_its_image_restores(runtime, tmp_p
 
 
 @needs_criu
-def test_restore_into_a_new_id_with_a_bind_mount(runtime, tmp_path):
-    """The restored copy gets its own id and cgroup; the bind mount (a
-    host directory, external to CRIU) is bound again."""
-    data = tmp_path / "data"
+def test_restore_into_a_new_id_with_bind_mounts(runtime, tmp_path):
+    """The restored copy gets its own id and cgroup; the bind mounts (host
+    directories, external to CRIU) are bound again, one inside the other
+    although its mountpoint, which create made in the outer one's source,
+    is gone."""
+    data, inner = tmp_path / "data", tmp_path / "inner"
     data.mkdir()
-    bundle = counter_bundle(tmp_path / "bundle", file="/data/count",
-                            mutate=lambda config: config["mounts"].append(
-                                bind_mount(str(data), "/data")))
+    inner.mkdir()
+    (inner / "marker").write_text("inner")
+
+    def binds(config):
+        config["mounts"] += [bind_mount(str(data), "/data"), bind_mount(str(inner), "/data/in")]
+    bundle = counter_bundle(tmp_path / "bundle", file="/data/count", mutate=binds)
     counted = data / "count"
     first = runtime.new_id()
     run_detached(runtime, first, bundle)
@@ -144,6 +146,7 @@ def test_restore_into_a_new_id_with_a_bind_mount(runtime, tmp_path):
     images = tmp_path / "images"
     runtime.run("checkpoint", "--image-path", images, first)
     saved = count(counted)
+    (data / "in").rmdir()
     second = runtime.new_id()
     pid_file = tmp_path / "pid"
     restore(runtime, second, bundle, images, "--pid-file", pid_file)
@@ -151,11 +154,34 @@ def test_restore_into_a_new_id_with_a_bind_mount(runtime, tmp_path):
     state = runtime.state(second)
     assert state["status"] == "running" and state["pid"] == int(pid_file.read_text())
     counting_past(counted, saved)
+    assert runtime.run("exec", second, "cat", "/data/in/marker").stdout == "inner"
     if runtime.name == "pyoci":
         # Its own cgroup. runc 1.1 sends CRIU no cgroup root on v2, and CRIU
         # puts the tree back where it was: in the first container's path.
         cgroup = open(f"/proc/{state['pid']}/cgroup").read()
         assert second in cgroup, cgroup
+
+
+@needs_criu
+def test_network_namespace_joined_by_path_is_joined_again(runtime, tmp_path):
+    """A network namespace the config joins by path is external to CRIU: the
+    restored process is put back in it, not in a new one."""
+    name = f"pyoci-cr-{tmp_path.name[-12:]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        path = f"/run/netns/{name}"
+        bundle, counted, container_id = running_counter(
+            runtime, tmp_path, 2, join_namespace("network", path))
+        images = tmp_path / "images"
+        runtime.run("checkpoint", "--image-path", images, container_id)
+        saved = count(counted)
+        restore(runtime, container_id, bundle, images)
+        counting_past(counted, saved)
+        pid = runtime.state(container_id)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(path).st_ino
+        runtime.run("delete", "--force", container_id)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 @needs_criu

@@ -950,5 +950,7 @@ def run_in_pty(argv, *, env=None, rows=33, cols=101, steps=(), timeout=60):
 
 
 def new_session_dir():
-    """A short path (unix sockets live under it, limited to 108 bytes)."""
-    return Path(tempfile.mkdtemp(prefix="eng-", dir="/tmp"))
+    """A short path (unix sockets live under it, limited to 108 bytes), in
+    $OCI_ENGINE_TMP (default /tmp: the VM's /tmp is an overlayfs, where
+    podman's overlay storage cannot live)."""
+    return Path(tempfile.mkdtemp(prefix="eng-", dir=os.environ.get("OCI_ENGINE_TMP", "/tmp")))

@@ -6,6 +6,7 @@ import pytest
 
 from conformance.engines import helpers
 from conformance.engines.helpers import IMAGE, wait_until
+from conformance.harness import criu_problem
 
 helpers.require_engine("podman", "conmon")
 
@@ -274,3 +275,34 @@ def test_device_option_adds_a_device(podman):
                   "sh", "-c", "test -c /dev/pyoci-null && echo a-device >/dev/pyoci-null && echo ok",
                   check=False)
     assert (done.returncode, done.stdout) == (0, "ok\n"), helpers.describe(done)
+
+
+CRIU_PROBLEM = criu_problem()
+
+
+@pytest.mark.skipif(CRIU_PROBLEM is not None,
+                    reason=f"criu check fails on this kernel: {CRIU_PROBLEM}")
+def test_checkpoint_and_restore(podman):
+    """podman container checkpoint calls the runtime's checkpoint; restore goes
+    through conmon (restore --detach --pid-file --image-path --work-path),
+    which hands the container new stdio pipes (descriptors.json's inherit_fd)."""
+    counter = "i=0; while true; do i=$((i+1)); echo $i > /count; echo $i; sleep 0.1; done"
+    cid = podman.run_detached("--network", "none", IMAGE, "sh", "-c", counter)
+
+    def counted():
+        text = podman("exec", cid, "cat", "/count", check=False).stdout.strip()
+        return int(text) if text.isdigit() else 0
+    wait_until(lambda: counted() > 3, "the counter to count")
+    podman("container", "checkpoint", cid)
+    assert podman.inspect(cid, "{{.State.Status}}") == "exited"
+    podman("container", "restore", cid)
+    assert podman.inspect(cid, "{{.State.Status}}") == "running"
+    saved = counted()
+    wait_until(lambda: counted() > saved, "the counter to count on")
+    assert saved > 3  # from where it was, not from 1
+    # Its output still reaches podman: the pipes conmon gave the restore.
+    def logged():
+        return max(map(int, filter(str.isdigit, podman("logs", cid).stdout.split())),
+                   default=0)
+    wait_until(lambda: logged() > saved, "output after the restore in podman logs")
+    podman("rm", "-f", "-t", "0", cid)

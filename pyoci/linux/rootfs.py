@@ -209,12 +209,44 @@ def _open_null(sys, root_fd):
     a file put in its place would bind something else over masked paths
     (CVE-2025-31133)."""
     null = inroot.open_in(sys, root_fd, "/dev/null")
-    info = os.fstat(null)
-    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(1, 3):
+    if not _is_null(null):
         os.close(null)
         raise ExecError("mask: /dev/null is not the null device (char 1:3): refusing to "
                         "bind it over masked paths")
     return null
+
+
+def reopen_dev_null():
+    """As runc, after entering the root: stdio that is a null device (the
+    host's /dev/null an engine gave) becomes the container's own /dev/null.
+    CRIU cannot dump an fd of a mount outside the container."""
+    targets = [fd for fd in range(3) if _is_null(fd)]
+    if not targets:
+        return
+    try:
+        # Judged before it is opened for real: opening another device may act.
+        place = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # none in the root (or a link): stdio stays as given
+    try:
+        if not _is_null(place):
+            return
+        null = os.open(inroot.fd_path(place), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    finally:
+        os.close(place)
+    for fd in targets:
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _is_null(fd):
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)
 
 
 def _refuse_link_to_kernel_files(path):
