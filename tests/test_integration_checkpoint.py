@@ -326,3 +326,21 @@ def test_delete_never_walks_into_a_restore_s_bind_of_the_rootfs(pyoci, tmp_path)
     assert (bundle / "rootfs" / "bin" / "busybox").exists()
     assert not (pyoci.root / container_id).exists()
     assert str(criu_root) not in open("/proc/self/mountinfo").read()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--manage-cgroups-mode", "bogus"], "Invalid manage cgroups mode"),
+    (["--empty-ns", "pid"], 'namespace "pid" is not supported'),
+    (["--parent-path", "/abs"], "--parent-path must be relative"),
+    (["--page-server", "nope"], "Use --page-server ADDRESS:PORT to specify page server"),
+])
+def test_bad_flags_are_refused_before_criu_runs(runtime, tmp_path, flags, message):
+    """runc's words, exit 1, and the container still running (no CRIU needed)."""
+    bundle = make_bundle(tmp_path / "bundle", ["sleep", "100"])
+    container_id = runtime.new_id()
+    run_detached(runtime, container_id, bundle)
+    refused = runtime.run("checkpoint", *flags, "--image-path", tmp_path / "images",
+                          container_id, check=False)
+    said = refused.stderr.replace('\\"', '"')  # runc's logfmt escapes quotes
+    assert refused.returncode == 1 and message in said, refused.stderr
+    assert runtime.state(container_id)["status"] == "running"
