@@ -403,15 +403,20 @@ def _files_under(root):
 def _children():
     """(pid, state letter) of each of our children."""
     me = os.getpid()
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+    # Not Path.glob: its existence check raises ESRCH for a process that
+    # is exiting meanwhile.
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            stat = stat_file.read_text()
+            with open(f"/proc/{name}/stat") as stat_file:
+                stat = stat_file.read()
         except (FileNotFoundError, ProcessLookupError):
             continue
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
         if int(ppid) == me:
-            yield int(stat_file.parent.name), state
+            yield int(name), state
 
 
 def _zombie_children():
