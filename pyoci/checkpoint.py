@@ -11,6 +11,7 @@ tree inside it, and runs the prestart and createRuntime hooks once its
 namespaces exist.
 """
 import os
+import stat
 
 from pyoci import jsontext, lifecycle, log, state
 from pyoci.errors import ConfigError, ContainerError, ExecError, errno_text
@@ -93,7 +94,7 @@ def checkpoint(root, container_id, options):
     config, _ = container.load_config()
     pre_dump = bool(options.pre_dump)
     _check_parent_path(options)
-    _check_page_server(options)
+    page_server = _page_server(options)
     criu.version(options.criu)
     fds = []
     try:
@@ -109,9 +110,8 @@ def checkpoint(root, container_id, options):
         freezer = _freezer(record)
         if freezer:
             opts["freeze_cgroup"] = freezer
-        if options.page_server:
-            address, _, port = options.page_server.rpartition(":")
-            opts["ps"] = {"address": address, "port": int(port)}
+        if page_server:
+            opts["ps"] = page_server
         if options.parent_path:
             opts.update(parent_img=options.parent_path, track_mem=True)
         if options.lazy_pages and options.status_fd is not None and options.status_fd >= 0:
@@ -160,14 +160,16 @@ def _check_parent_path(options):
         raise ConfigError(f"invalid --parent-path: {parent}: {why}")
 
 
-def _check_page_server(options):
+def _page_server(options):
+    """--page-server ADDRESS:PORT as criu_page_server_info; None without one."""
     if not options.page_server:
-        return
+        return None
     address, _, port = options.page_server.rpartition(":")
     if not address or not port:
         raise ConfigError("Use --page-server ADDRESS:PORT to specify page server")
     if not port.isdigit():
         raise ConfigError("Invalid port number")
+    return {"address": address, "port": int(port)}
 
 
 def _check_status_fd(fd):
@@ -228,8 +230,8 @@ def _cgroup_binds(config, paths):
             found.append((mount.destination, paths[cgroups.UNIFIED_KEY]))
             continue
         for directory in cgroups.directories(paths):
-            hierarchy = os.path.relpath(directory, cgroups.CGROUP_ROOT).split("/", 1)[0]
-            found.append((os.path.join(mount.destination, hierarchy), directory))
+            found.append((os.path.join(mount.destination, cgroups.hierarchy_name(directory)),
+                          directory))
     return found
 
 
@@ -245,7 +247,6 @@ def _external_mounts_at_dump(config, record):
     proc_root = f"/proc/{record['pid']}/root"
     for path in config.linux.masked_paths:
         try:
-            import stat
             if not stat.S_ISDIR(os.stat(proc_root + path).st_mode):
                 found.append((path, "/dev/null"))
         except OSError:
@@ -318,7 +319,7 @@ def restore(root, container_id, create_options, options, detach):
             nonlocal master
             if script == "setup-namespaces":
                 container.record["pid"] = pid
-                _run_create_hooks(config, container, create_options.bundle)
+                lifecycle.run_create_hooks(config, container, create_options.bundle)
             elif script == "post-restore":
                 lifecycle.record_pid(container, pid)
             elif script == "orphan-pts-master":
@@ -425,12 +426,15 @@ def _make_mountpoints(config, bundle):
     CRIU restores with the tmpfs, one inside a kernel filesystem exists."""
     from pyoci.linux import inroot, syscalls
     from pyoci.linux.mounts import is_bind_mount, source_path
+    from pyoci.linux.rootfs import is_below
     sys = syscalls.syscalls()
     earlier = []  # (destination, the directory its contents are in, or None)
     for mount in config.mounts:
         bind = is_bind_mount(mount)
         source = source_path(mount, bundle) if bind else None
-        outer = max((entry for entry in earlier if _is_below(mount.destination, entry[0])),
+        # A mount over an earlier one at the same place is not inside it.
+        outer = max((entry for entry in earlier if mount.destination != entry[0]
+                     and is_below(mount.destination, entry[0])),
                     key=lambda entry: len(entry[0]), default=("/", config.root_path))
         destination, directory = outer
         if mount.type not in ("cgroup", "cgroup2") and directory is not None:
@@ -446,10 +450,6 @@ def _make_mountpoints(config, bundle):
             finally:
                 os.close(root_fd)
         earlier.append((mount.destination, source if bind and os.path.isdir(source) else None))
-
-
-def _is_below(path, directory):
-    return path != directory and (directory == "/" or path.startswith(directory.rstrip("/") + "/"))
 
 
 def _external_mounts_at_restore(config, bundle, manager):
@@ -482,13 +482,3 @@ def _cgroup_roots(pid):
             found.append(entry)
     return found
 
-
-def _run_create_hooks(config, container, bundle):
-    """The prestart and createRuntime hooks, once CRIU has made the
-    namespaces (its setup-namespaces step), in the bundle as create runs them."""
-    if not (config.hooks.prestart or config.hooks.create_runtime):
-        return
-    from pyoci import hooks
-    hook_state = container.hook_state(state.CREATED)
-    hooks.run(config.hooks.prestart, hook_state, "prestart", cwd=bundle)
-    hooks.run(config.hooks.create_runtime, hook_state, "createRuntime", cwd=bundle)

@@ -43,7 +43,7 @@ class CreateOptions:
 
 def create(root, container_id, options):
     """Create the container and leave init waiting on exec.fifo. Returns its Container."""
-    from pyoci import hooks, process, sdnotify, spec
+    from pyoci import process, sdnotify, spec
     from pyoci.linux import unix
     container = Container(root, container_id)
     config, raw_config = spec.load(options.bundle)
@@ -117,12 +117,7 @@ def create(root, container_id, options):
             # prestart hooks see them.
             manager.apply(config.linux.resources)
             log.fault_point("create:resources")
-            hook_state = container.hook_state(state.CREATED)
-            # In the bundle, as runc (which chdirs there) runs them.
-            hooks.run(config.hooks.prestart, hook_state, "prestart", cwd=options.bundle)
-            hooks.run(config.hooks.create_runtime, hook_state, "createRuntime",
-                      cwd=options.bundle)
-            return hook_state
+            return run_create_hooks(config, container, options.bundle)
 
         log.debug(f"create {container_id}: bundle {options.bundle}, cgroups {manager.paths}")
         process.spawn_init(context, place_in_cgroups, on_create_hooks,
@@ -148,6 +143,19 @@ def create(root, container_id, options):
         for fd in fds:
             os.close(fd)
     return container
+
+
+def run_create_hooks(config, container, bundle):
+    """The prestart and createRuntime hooks, with the created container's
+    state (returned), in the bundle, as runc (which chdirs there) runs them;
+    create runs them once init has made the mounts, restore once CRIU has
+    made the namespaces."""
+    hook_state = container.hook_state(state.CREATED)
+    if config.hooks.prestart or config.hooks.create_runtime:
+        from pyoci import hooks
+        hooks.run(config.hooks.prestart, hook_state, "prestart", cwd=bundle)
+        hooks.run(config.hooks.create_runtime, hook_state, "createRuntime", cwd=bundle)
+    return hook_state
 
 
 def new_cgroups(config, container_id, options):

@@ -277,15 +277,13 @@ def detach(path):
     """Detach what is mounted at PATH, if anything (a bind of a directory
     of the same filesystem looks like a plain directory to stat)."""
     from pyoci.linux import syscalls
-    from pyoci.linux.mounts import MNT_DETACH
+    from pyoci.linux.mounts import MNT_DETACH, UMOUNT_NOFOLLOW
     try:
         syscalls.syscalls().umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW)
     except OSError as exc:
-        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point
+        # EINVAL: not a mount point; ENOENT: another delete removed it first.
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
             raise
-
-
-UMOUNT_NOFOLLOW = 8
 
 
 def _remove(path, remover):

@@ -158,8 +158,12 @@ class Conversation:
                 notify = response["notify"] or {}
                 script = notify.get("script", "")
                 log.debug(f"criu {name}: {script}")
+                received = response.pop("fds")
                 if on_notify is not None:
-                    on_notify(script, notify.get("pid", 0), response.pop("fds"))
+                    on_notify(script, notify.get("pid", 0), received)
+                else:
+                    for fd in received:
+                        os.close(fd)
                 self._send({"type": NOTIFY, "notify_success": True})
         except BaseException:
             self.close(kill=True)
@@ -193,7 +197,6 @@ class Conversation:
             os.close(fd)
         if not response["success"]:
             errno = response.get("cr_errno") or 0
-            self.close(kill=True)
             raise self._failure(f"criu failed: type {name} errno {errno}",
                                 response.get("cr_errmsg"))
         self._sock.shutdown(1)  # SHUT_WR: the worker reads an end and exits

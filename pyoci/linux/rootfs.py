@@ -58,7 +58,7 @@ def _others_go_under(mount, later_mounts):
     destination = os.path.normpath(mount.destination)
     if destination == "/dev":
         return True
-    return any(_is_below(below, destination) and below != destination
+    return any(is_below(below, destination) and below != destination
                for below in (os.path.normpath(later.destination) for later in later_mounts))
 
 
@@ -84,9 +84,9 @@ def _detach_host_proc_and_sys(sys, rootfs):
     exists): detach them, or cover one that cannot be detached."""
     detached = []
     for point, fs_type, _ in procfs.mount_table():
-        if fs_type not in ("proc", "sysfs") or _is_below(point, rootfs):
+        if fs_type not in ("proc", "sysfs") or is_below(point, rootfs):
             continue
-        if any(_is_below(point, done) for done in detached):
+        if any(is_below(point, done) for done in detached):
             continue
         try:
             sys.umount2(point, MNT_DETACH)
@@ -95,7 +95,7 @@ def _detach_host_proc_and_sys(sys, rootfs):
         detached.append(point)
 
 
-def _is_below(path, directory):
+def is_below(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
@@ -255,7 +255,7 @@ def _refuse_link_to_kernel_files(path):
     if not os.path.islink(path):
         return
     target = os.path.realpath(path)
-    if any(_is_below(target, kernel) for kernel in ("/proc", "/sys")):
+    if any(is_below(target, kernel) for kernel in ("/proc", "/sys")):
         raise ExecError(f"mask {path}: is a symbolic link to {target}, "
                         "which must not be masked through a link")
 

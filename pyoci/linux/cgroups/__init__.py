@@ -414,8 +414,7 @@ def mount_cgroupfs(sys, attach, flags, paths, own_namespace):
         return
     target = attach(lambda place: sys.mount("tmpfs", place, "tmpfs", flags & ~MS_RDONLY,
                                             "mode=755"))
-    mount_names = {directory: os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
-                   for directory in paths.values()}
+    mount_names = {directory: hierarchy_name(directory) for directory in paths.values()}
     for directory, key in directories(paths).items():
         mount_name = mount_names[directory]
         # Below a tmpfs of our own, which no other process can reach: paths are safe.
@@ -432,6 +431,13 @@ def mount_cgroupfs(sys, attach, flags, paths, own_namespace):
             os.symlink(mount_name, os.path.join(target, key))
     if flags & MS_RDONLY:
         sys.mount(None, target, None, flags | MS_REMOUNT | MS_RDONLY)
+
+
+def hierarchy_name(directory):
+    """The name of the v1 hierarchy DIRECTORY is in, as the host mounts it
+    under /sys/fs/cgroup (cpu,cpuacct): a container without a cgroup
+    namespace sees its directory there, and checkpoint names that mount so."""
+    return os.path.relpath(directory, CGROUP_ROOT).split("/", 1)[0]
 
 
 def _attach_at(path):
