@@ -28,7 +28,10 @@ needs_criu = pytest.mark.skipif(CRIU_PROBLEM is not None,
                                 reason=f"criu check fails on this kernel: {CRIU_PROBLEM}")
 
 QUIET = "exec </dev/null >/dev/null 2>&1; "
-COUNTER = QUIET + "i=0; while true; do i=$((i+1)); echo $i > {file}; sleep 0.1; done"
+# Written aside and renamed: a checkpoint may freeze the program between a
+# truncating redirection and its write, which would leave the file empty.
+COUNTER = QUIET + ("i=0; while true; do i=$((i+1)); echo $i > {file}.new; "
+                   "mv {file}.new {file}; sleep 0.1; done")
 
 
 @pytest.fixture(params=["pyoci", "runc"])

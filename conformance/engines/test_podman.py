@@ -286,7 +286,9 @@ def test_checkpoint_and_restore(podman):
     """podman container checkpoint calls the runtime's checkpoint; restore goes
     through conmon (restore --detach --pid-file --image-path --work-path),
     which hands the container new stdio pipes (descriptors.json's inherit_fd)."""
-    counter = "i=0; while true; do i=$((i+1)); echo $i > /count; echo $i; sleep 0.1; done"
+    # /count is replaced by a rename: never empty, wherever the checkpoint freezes it.
+    counter = ("i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; "
+               "echo $i; sleep 0.1; done")
     cid = podman.run_detached("--network", "none", IMAGE, "sh", "-c", counter)
 
     def counted():
