@@ -171,7 +171,50 @@ def test_ps_lists_the_containers_processes(pyoci, tmp_path):
     assert init_pid in pids
     table = pyoci.run("ps", container_id).stdout.splitlines()
     assert table[0].split()[:2] == ["UID", "PID"] and len(table) == 4
+    # ps's own arguments: ps(1) runs, and its lines of the container's pids are kept.
+    custom = pyoci.run("ps", container_id, "-e", "-o", "pid,comm").stdout.splitlines()
+    assert custom[0].split() == ["PID", "COMMAND"]
+    assert sorted(int(line.split()[0]) for line in custom[1:]) == sorted(pids)
     assert pyoci.run("ps", "--format", "json", container_id).stdout.count(" ") == 0
+
+
+@pytest.mark.parametrize("uid", [0, 54321])  # a user the host has no name for
+def test_ps_prints_ps_ef_lines_of_the_containers_processes_as_runc(tmp_path, uid):
+    """runc runs ps -ef and keeps the container's lines; pyoci makes that
+    table from /proc. Each runtime's table is ps -ef's, taken around it (C,
+    the CPU share, may change meanwhile: where it did, the rest must match)."""
+    def as_uid(config):
+        config["process"]["user"] = {"uid": uid, "gid": uid}
+    for command in (PYOCI, RUNC):
+        with private_runtime(command) as runtime:
+            bundle = make_bundle(tmp_path / runtime.name, ["sh", "-c", "sleep 100 & sleep 100 & wait"],
+                                 mutate=as_uid)
+            container_id = runtime.new_id()
+            runtime.run("run", "--detach", "--bundle", bundle, container_id)
+
+            def three_pids():
+                pids = json.loads(runtime.run("ps", "--format", "json", container_id).stdout)
+                return pids if len(pids) == 3 else None
+            pids = wait_until(three_pids, "three processes")
+
+            def ps_ef():
+                # os.environ, not the inherited one: readline (which pytest loads)
+                # exports COLUMNS there, and ps would cut its lines to it.
+                lines = subprocess.run(["ps", "-ef"], capture_output=True, text=True,
+                                       check=True, env=dict(os.environ)).stdout.splitlines()
+                return [lines[0]] + [line for line in lines[1:] if int(line.split()[1]) in pids]
+            before = ps_ef()
+            # pyoci's table is its own: no ps(1) on its PATH. (An env, even
+            # empty, is os.environ's, as ps_ef's.)
+            table = runtime.run("ps", container_id, env={"PATH": "/nonexistent"}
+                                if runtime.name == "pyoci" else {}).stdout.splitlines()
+            after = ps_ef()
+            assert len(table) == len(before) == len(after) == 4, (runtime.name, table, before)
+            for ours, first, last in zip(table, before, after):
+                if first == last:
+                    assert ours == first, runtime.name
+                else:
+                    assert ours.split()[:3] + ours.split()[4:] == first.split()[:3] + first.split()[4:]
 
 
 def test_update_with_flags_and_resources_json(pyoci, tmp_path):
