@@ -384,10 +384,15 @@ def remove_dir(directory):
     already gone is fine, still in use (by processes that are not the
     container's) is left with a warning."""
     try:
-        for below, subdirectories, _ in os.walk(directory, topdown=False):
-            for name in subdirectories:
-                os.rmdir(os.path.join(below, name))
-        os.rmdir(directory)
+        try:
+            os.rmdir(directory)  # most have no sub-cgroups: no walk to pay for
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                raise
+            for below, subdirectories, _ in os.walk(directory, topdown=False):
+                for name in subdirectories:
+                    os.rmdir(os.path.join(below, name))
+            os.rmdir(directory)
     except FileNotFoundError:
         pass
     except OSError as exc:
