@@ -44,12 +44,13 @@ def pids(root, container_id):
 def ps_table(container_pids, ps_args):
     """The host's ps's header and the container's lines, as runc prints them:
     `ps -ef`'s table made from /proc where it can be, else ps run."""
-    if not ps_args or ps_args == ["-ef"]:
+    ps_args = ps_args or ["-ef"]
+    if ps_args == ["-ef"]:
         from pyoci.linux import pstable
         table = pstable.full_format(container_pids)
         if table is not None:
             return table
-    status, out, errors = _run(["ps", *(ps_args or ["-ef"])])
+    status, out, errors = _run(["ps", *ps_args])
     if status != 0:
         raise ContainerError(f"ps: {errors.strip()}")
     lines = out.splitlines()
