@@ -4,10 +4,15 @@
 
 Rows: podman (--runtime PATH), ctr (containerd's io.containerd.runc.v2 shim
 with --runc-binary PATH; and, as the column pyoci-shim, pyoci's own shim
-io.containerd.pyoci.v2) and docker (dockerd with the runtime added by
---add-runtime), all on a local busybox image, in private stores and daemons
-set up by conformance/engines/helpers.py and torn down at the end.  Engines
-call each runtime binary directly (not through the tests' logging shim).
+io.containerd.pyoci.v2), docker (dockerd with the runtime added by
+--add-runtime), and a Kubernetes pod through containerd's CRI as kubelet
+asks for one (conformance/engines/cri.py; a runtime handler per runtime,
+and pyoci-shim): its start (RunPodSandbox, then ImageStatus, CreateContainer
+and StartContainer of a `sleep` container) and its teardown
+(StopPodSandbox, RemovePodSandbox), timed apart on each pod. All on a local
+busybox image, in private stores and daemons set up by
+conformance/engines/helpers.py and torn down at the end.  Engines call each
+runtime binary directly (not through the tests' logging shim).
 Prints medians and each runtime's ratio to the first; then the memory of
 one pod's shim, the Go shim's (running the first runtime) and pyoci's.
 Run as root.
@@ -27,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conformance.engines import helpers  # noqa: E402
 
 PODMAN, CTR, DOCKER = "podman run --rm true", "ctr run --rm true", "docker run --rm true"
-PYOCI_SHIM = "pyoci-shim"
+CRI_POD_START, CRI_POD_TEARDOWN = "CRI pod start", "CRI pod teardown"
+PYOCI_SHIM = helpers.PYOCI_SHIM_HANDLER
 SHIM_MEMORY = "shim memory"
 ENGINE_BINARIES = {
     PODMAN: ("podman",),
     CTR: ("containerd", "ctr"),
     DOCKER: ("containerd", "ctr", "dockerd", "docker"),
+    CRI_POD_START: ("containerd", "ctr", "containerd-shim-runc-v2"),
 }
 
 
@@ -44,7 +51,9 @@ def measure_engines(runtimes: dict[str, str], runs: int) -> dict[str, dict[str, 
     with contextlib.ExitStack() as teardown:
         commands = start_engines(teardown, runtimes)
         memory = commands.pop(SHIM_MEMORY, {})
-        results = {row: median_times(row, by_runtime, runs) for row, by_runtime in commands.items()}
+        results = {}
+        for row, by_runtime in commands.items():
+            results.update(median_times(row, by_runtime, runs))
         results[SHIM_MEMORY] = {name: measure() for name, measure in memory.items()}
         return results
 
@@ -71,7 +80,9 @@ def shim_memory(ctr, container_id):
 
 
 def median_times(row, commands, runs):
-    """Median wall time of each of ``commands`` {runtime: callable}, after one warm-up each.
+    """{row: {runtime: median seconds}} of ``commands`` {runtime: callable},
+    after one warm-up each: the wall time of each call, in ROW; a callable
+    that times its own parts returns {row: seconds} instead.
 
     A runtime whose warm-up fails is left out of the row (with a line on stderr).
     Runs are interleaved so that drift (caches, page cache, thermal) hits every runtime alike.
@@ -84,13 +95,31 @@ def median_times(row, commands, runs):
             print(f"leaving {name} out of {row!r}:\n{error}", file=sys.stderr)
         else:
             working[name] = command
-    samples = {name: [] for name in working}
+    samples = {}
     for _ in range(runs):
         for name, command in working.items():
             started = time.perf_counter()
-            command()
-            samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            done = command()
+            elapsed = time.perf_counter() - started
+            parts = done if isinstance(done, dict) else {row: elapsed}
+            for part, seconds in parts.items():
+                samples.setdefault(part, {}).setdefault(name, []).append(seconds)
+    return {part: {name: statistics.median(values) for name, values in by_runtime.items()}
+            for part, by_runtime in samples.items()}
+
+
+def pod_start_and_teardown(pods, rpc_error):
+    """{CRI_POD_START: seconds, CRI_POD_TEARDOWN: seconds} of one pod of one
+    container, on PODS' handler. A call's RPC_ERROR fails as a command would."""
+    try:
+        started = time.perf_counter()
+        sandbox, config = pods.run_pod("bench")
+        pods.start_container(sandbox, config, "main")
+        running = time.perf_counter()
+        pods.tear_down(sandbox)
+    except rpc_error as error:
+        raise helpers.CommandFailed(f"CRI on handler {pods.handler}: {error.details()}") from None
+    return {CRI_POD_START: running - started, CRI_POD_TEARDOWN: time.perf_counter() - running}
 
 
 def start_engines(teardown, runtimes):
@@ -158,6 +187,23 @@ def start_engines(teardown, runtimes):
             name: lambda docker=docker: docker.run("--rm", "--network", "none",
                                                    helpers.IMAGE, "true")
             for name, docker in dockers.items()}
+    if CRI_POD_START in rows:
+        try:
+            from conformance.engines import cri
+        except ImportError as error:
+            print(f"skipping {CRI_POD_START!r}: {error}", file=sys.stderr)
+        else:
+            node, _ = helpers.start_cri_node(session / "cri", store, archive, runtimes)
+            teardown.callback(node.stop)
+            client = cri.Client(node.socket)
+            teardown.callback(client.close)
+            every_pod = {name: cri.Pods(client, name, session / "cri-logs")
+                         for name in [*runtimes, PYOCI_SHIM]}
+            for pods in every_pod.values():
+                teardown.callback(pods.remove_all)
+            commands[CRI_POD_START] = {
+                name: lambda pods=pods: pod_start_and_teardown(pods, cri.grpc.RpcError)
+                for name, pods in every_pod.items()}
     return commands
 
 
@@ -174,7 +220,7 @@ def main():
     results = measure_engines(runtimes, args.runs)
 
     memory = results.pop(SHIM_MEMORY, {})
-    columns = list(runtimes) + ([PYOCI_SHIM] if CTR in results else [])
+    columns = list(runtimes) + ([PYOCI_SHIM] if {CTR, CRI_POD_START} & results.keys() else [])
     base, *others = columns
     print(f"{'median of ' + str(args.runs):<24}"
           + "".join(f"{name:>12}" for name in columns)

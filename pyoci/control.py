@@ -5,6 +5,7 @@ import sys
 from pyoci import jsontext, state
 from pyoci.errors import ConfigError, ContainerError
 from pyoci.linux import cgroups
+from pyoci.linux.procfs import read_all
 from pyoci.state import Container
 
 
@@ -76,18 +77,11 @@ def _run(argv):
         os.close(out_write)
         os.close(errors_write)
     try:
-        out, errors = (_read_all(fd).decode(errors="replace") for fd in (out_read, errors_read))
+        out, errors = (read_all(fd).decode(errors="replace") for fd in (out_read, errors_read))
     finally:
         os.close(out_read)
         os.close(errors_read)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), out, errors
-
-
-def _read_all(fd):
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # runc's update flags: flag -> (section, key, parse)

@@ -7,9 +7,11 @@ containerd 1.6 vendors; docs/research/cri-v1.md lists them), encoded by
 pyoci.wire, the shim's codec: only the fields these tests use.
 """
 import json
+import uuid
 
 import grpc
 
+from conformance.engines import helpers
 from pyoci.wire import MapOf, Message, Repeated, decode, encode
 
 POD, CONTAINER, NODE = 0, 1, 2  # NamespaceMode
@@ -147,6 +149,7 @@ METHODS = {
     "PullImage": (IMAGES, PULL_IMAGE_REQUEST, PULL_IMAGE_RESPONSE),
 }
 MAX_MESSAGE = 16 << 20  # kubelet's and containerd's
+FOREVER = ["sleep", "600"]
 
 
 class Client:
@@ -180,6 +183,68 @@ class Client:
         if found:
             return found["id"]
         return self.PullImage(image=IMAGE_SPEC.new(image=image))["image_ref"]
+
+
+class Pods:
+    """One runtime handler's pods, asked for as kubelet does; remembers
+    what it made (ROOT: where the handler keeps its containers' state)."""
+
+    def __init__(self, client, handler, log_root, root=None):
+        self.client = client
+        self.handler = handler
+        self.log_root = log_root
+        self.root = root
+        self.sandboxes = []
+        self.ids = []
+
+    def sandbox_config(self, name, hostname=None, **linux):
+        uid = uuid.uuid4().hex[:12]
+        return POD_SANDBOX_CONFIG.new(
+            metadata=POD_SANDBOX_METADATA.new(name=f"{name}-{uid}", uid=uid,
+                                                  namespace="pyoci-tests"),
+            hostname=name if hostname is None else hostname, log_directory=str(self.log_root / uid),
+            linux=LINUX_POD_SANDBOX_CONFIG.new(cgroup_parent="/pyoci-cri-pods", **linux))
+
+    def run_pod(self, name="pod", hostname=None, **linux):
+        config = self.sandbox_config(name, hostname, **linux)
+        sandbox = self.client.RunPodSandbox(config=config,
+                                            runtime_handler=self.handler)["pod_sandbox_id"]
+        self.sandboxes.append(sandbox)
+        self.ids.append(sandbox)
+        return sandbox, config
+
+    def start_container(self, sandbox, sandbox_config, name, command=FOREVER, resources=None):
+        self.client.image_present_or_pulled(helpers.IMAGE)
+        config = CONTAINER_CONFIG.new(
+            metadata=CONTAINER_METADATA.new(name=name), image=IMAGE_SPEC.new(image=helpers.IMAGE),
+            command=list(command), log_path=f"{name}.log",
+            linux=LINUX_CONTAINER_CONFIG.new(resources=resources))
+        container = self.client.CreateContainer(pod_sandbox_id=sandbox, config=config,
+                                                sandbox_config=sandbox_config)["container_id"]
+        self.ids.append(container)
+        self.client.StartContainer(container_id=container)
+        return container
+
+    def status(self, container):
+        return self.client.ContainerStatus(container_id=container)["status"]
+
+    def pid(self, container):
+        info = self.client.ContainerStatus(container_id=container, verbose=True)["info"]
+        return json.loads(info["info"])["pid"]
+
+    def exec_sync(self, container, *cmd, timeout=30):
+        done = self.client.ExecSync(container_id=container, cmd=list(cmd), timeout=timeout)
+        return done["exit_code"], done["stdout"].decode(), done["stderr"].decode()
+
+    def tear_down(self, sandbox):
+        """StopPodSandbox, then RemovePodSandbox: how kubelet ends a pod."""
+        self.client.StopPodSandbox(pod_sandbox_id=sandbox)
+        self.client.RemovePodSandbox(pod_sandbox_id=sandbox)
+        self.sandboxes.remove(sandbox)
+
+    def remove_all(self):
+        for sandbox in list(self.sandboxes):
+            self.tear_down(sandbox)
 
 
 def stream_exec(url, stdin=b"", size=None, timeout=60):

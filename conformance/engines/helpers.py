@@ -728,6 +728,38 @@ class CriContainerd(ContainerdDaemon):
         run(["ip", "link", "delete", self.BRIDGE], check=False)
 
 
+PAUSE_IMAGE = "localhost/pyoci-pause:latest"
+PYOCI_SHIM_HANDLER = "pyoci-shim"
+
+
+def start_cri_node(directory, store, image_archive, runtimes):
+    """A CriContainerd in DIRECTORY with a runtime handler per runtime
+    {name: binary} (containerd's Go shim running it, its state in
+    DIRECTORY/NAME-root) and PYOCI_SHIM_HANDLER (pyoci's own shim); the
+    busybox image (IMAGE_ARCHIVE) and a pause image built here from
+    busybox (there is no registry) imported with STORE's podman.
+    Returns (node, {handler: the state root of its containers})."""
+    directory = Path(directory)
+    tarball = build_image_tarball(directory / "pause")
+    store.podman("import", "--change", 'CMD ["/bin/sleep", "2147483647"]', "--change",
+                 f"ENV PATH={IMAGE_PATH}", tarball, PAUSE_IMAGE)
+    pause_archive = directory / "pause" / "pause.docker.tar"
+    store.podman("save", "--format", "docker-archive", "-o", pause_archive, PAUSE_IMAGE)
+    roots = {name: directory / f"{name}-root" for name in runtimes}
+    handlers = {name: ("io.containerd.runc.v2", {"BinaryName": path, "Root": str(roots[name])})
+                for name, path in runtimes.items()}
+    handlers[PYOCI_SHIM_HANDLER] = ("io.containerd.pyoci.v2", {})
+    roots[PYOCI_SHIM_HANDLER] = "/run/containerd/pyoci"
+    node = CriContainerd(directory, handlers, PAUSE_IMAGE)
+    try:
+        for archive in (image_archive, pause_archive):
+            node.ctr("images", "import", archive)
+    except BaseException:
+        node.stop()
+        raise
+    return node, {name: os.path.join(root, node.NAMESPACE) for name, root in roots.items()}
+
+
 def cgroup_file(pid, controller, v1_name, v2_name=None):
     """The host's path of PID's cgroup file: V1_NAME in CONTROLLER's v1
     hierarchy, or V2_NAME (default: the same) in its unified directory."""

@@ -11,15 +11,12 @@ the image is present in containerd's store, so PullImage is asked only
 where it is not (kubelet's IfNotPresent). After each test nothing of its
 containers is left on the host.
 """
-import json
 import os
 import time
-import uuid
 
 import pytest
 
 from conformance.engines import helpers
-from conformance.engines.helpers import IMAGE
 from conformance.harness import RUNC
 
 helpers.require_engine("containerd", "ctr", "containerd-shim-runc-v2")
@@ -27,100 +24,26 @@ cri = pytest.importorskip("conformance.engines.cri")
 
 pytestmark = pytest.mark.engine
 
-HANDLERS = ("runc", "pyoci", "pyoci-shim")
-PAUSE_IMAGE = "localhost/pyoci-pause:latest"
-FOREVER = ["sleep", "600"]
+HANDLERS = ("runc", "pyoci", helpers.PYOCI_SHIM_HANDLER)
 
 
 @pytest.fixture(scope="session")
 def cri_node(engine_tmp, podman_store, image_archive):
     """containerd with CRI, its images imported, and the state roots of each handler."""
-    directory = engine_tmp / "cri"
-    tarball = helpers.build_image_tarball(directory / "pause")
-    podman_store.podman("import", "--change", 'CMD ["/bin/sleep", "2147483647"]', "--change",
-                        f"ENV PATH={helpers.IMAGE_PATH}", tarball, PAUSE_IMAGE)
-    pause_archive = directory / "pause" / "pause.docker.tar"
-    podman_store.podman("save", "--format", "docker-archive", "-o", pause_archive, PAUSE_IMAGE)
-    roots = {"runc": directory / "runc-root", "pyoci": directory / "pyoci-root",
-             "pyoci-shim": "/run/containerd/pyoci"}
-    handlers = {
-        "runc": ("io.containerd.runc.v2", {"BinaryName": RUNC, "Root": str(roots["runc"])}),
-        "pyoci": ("io.containerd.runc.v2", {"BinaryName": helpers.default_pyoci(),
-                                            "Root": str(roots["pyoci"])}),
-        "pyoci-shim": ("io.containerd.pyoci.v2", {}),
-    }
-    node = helpers.CriContainerd(directory, handlers, PAUSE_IMAGE)
+    node, roots = helpers.start_cri_node(engine_tmp / "cri", podman_store, image_archive,
+                                         {"runc": RUNC, "pyoci": helpers.default_pyoci()})
     try:
-        for archive in (image_archive, pause_archive):
-            node.ctr("images", "import", archive)
         client = cri.Client(node.socket)
-        yield node, client, {name: os.path.join(root, node.NAMESPACE)
-                             for name, root in roots.items()}
+        yield node, client, roots
         client.close()
     finally:
         node.stop()
 
 
-class Pods:
-    """One handler's pods through the CRI client; remembers what it made."""
-
-    def __init__(self, client, handler, log_root, root):
-        self.client = client
-        self.handler = handler
-        self.log_root = log_root
-        self.root = root
-        self.sandboxes = []
-        self.ids = []
-
-    def sandbox_config(self, name, hostname=None, **linux):
-        uid = uuid.uuid4().hex[:12]
-        return cri.POD_SANDBOX_CONFIG.new(
-            metadata=cri.POD_SANDBOX_METADATA.new(name=f"{name}-{uid}", uid=uid,
-                                                  namespace="pyoci-tests"),
-            hostname=name if hostname is None else hostname, log_directory=str(self.log_root / uid),
-            linux=cri.LINUX_POD_SANDBOX_CONFIG.new(cgroup_parent="/pyoci-cri-pods", **linux))
-
-    def run_pod(self, name="pod", hostname=None, **linux):
-        config = self.sandbox_config(name, hostname, **linux)
-        sandbox = self.client.RunPodSandbox(config=config,
-                                            runtime_handler=self.handler)["pod_sandbox_id"]
-        self.sandboxes.append(sandbox)
-        self.ids.append(sandbox)
-        return sandbox, config
-
-    def start_container(self, sandbox, sandbox_config, name, command=FOREVER, resources=None):
-        self.client.image_present_or_pulled(IMAGE)
-        config = cri.CONTAINER_CONFIG.new(
-            metadata=cri.CONTAINER_METADATA.new(name=name), image=cri.IMAGE_SPEC.new(image=IMAGE),
-            command=list(command), log_path=f"{name}.log",
-            linux=cri.LINUX_CONTAINER_CONFIG.new(resources=resources))
-        container = self.client.CreateContainer(pod_sandbox_id=sandbox, config=config,
-                                                sandbox_config=sandbox_config)["container_id"]
-        self.ids.append(container)
-        self.client.StartContainer(container_id=container)
-        return container
-
-    def status(self, container):
-        return self.client.ContainerStatus(container_id=container)["status"]
-
-    def pid(self, container):
-        info = self.client.ContainerStatus(container_id=container, verbose=True)["info"]
-        return json.loads(info["info"])["pid"]
-
-    def exec_sync(self, container, *cmd, timeout=30):
-        done = self.client.ExecSync(container_id=container, cmd=list(cmd), timeout=timeout)
-        return done["exit_code"], done["stdout"].decode(), done["stderr"].decode()
-
-    def remove_all(self):
-        for sandbox in self.sandboxes:
-            self.client.StopPodSandbox(pod_sandbox_id=sandbox)
-            self.client.RemovePodSandbox(pod_sandbox_id=sandbox)
-
-
 @pytest.fixture(params=HANDLERS)
 def pods(request, cri_node, engine_tmp):
     node, client, roots = cri_node
-    made = Pods(client, request.param, engine_tmp / "cri-logs", roots[request.param])
+    made = cri.Pods(client, request.param, engine_tmp / "cri-logs", roots[request.param])
     yield made
     made.remove_all()
     created = [(container_id, made.root) for container_id in made.ids]

@@ -146,7 +146,7 @@ def reopen_mounted(sys, root_fd, path, place_fd):
         raise ExecError(f"{path}: cannot be opened again once mounted on: "
                         f"{errno_text(exc.errno)}") from None
     new, under = procfs.mount_id(fd), procfs.mount_id(place_fd)
-    if new == under or procfs.mount_parents().get(new) != under:
+    if new == under or procfs.mount_parent(new) != under:
         os.close(fd)
         raise ExecError(f"{path}: is no longer the mount pyoci just made there "
                         "(moved or swapped for a link while it was mounted)")
