@@ -576,7 +576,7 @@ def test_early_migration_leaves_the_runtime_where_it_was(monkeypatch):
         (os.readlink(f"/proc/self/fd/{fd}"), real_write(fd, data))))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
-    cgroups._migrate_into_own_cgroup(interval)
+    cgroups._migrate_into_own_cgroup(cgroups._own_cgroup_procs_files(), interval)
     assert sys.getswitchinterval() == interval
     assert Path("/proc/self/cgroup").read_text() == before
     [(procs_file, written)] = writes

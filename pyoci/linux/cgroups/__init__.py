@@ -64,29 +64,23 @@ def start_migrations_early():
 
     The write holds the kernel's cgroup mutex while it waits, so making a
     cgroup waits too: create makes its cgroups as late as it can. The
-    thread runs at once: until it is done, the interpreter hands it the GIL
-    after 10 us instead of 5 ms, so that each of its few steps before the
-    write does not wait out the importing main thread's time slice."""
+    thread writes as soon as it can (every ms sooner is one less to wait):
+    the files are found here, and we yield the CPU, where the scheduler
+    may have queued the new thread behind us; until it is done, the
+    interpreter hands it the GIL after 10 us instead of 5 ms."""
     import _thread
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
-    _thread.start_new_thread(_migrate_into_own_cgroup, (switch_interval,))
+    _thread.start_new_thread(_migrate_into_own_cgroup,
+                             (_own_cgroup_procs_files(), switch_interval))
+    os.sched_yield()
 
 
-def _migrate_into_own_cgroup(switch_interval):
+def _migrate_into_own_cgroup(procs_files, switch_interval):
     try:
-        _write_own_cgroup_procs()
-    finally:
-        sys.setswitchinterval(switch_interval)
-
-
-def _write_own_cgroup_procs():
-    for key, path in own_cgroups().items():
-        roots = ((CGROUP_ROOT + "/" + UNIFIED, CGROUP_ROOT) if key == UNIFIED_KEY
-                 else (CGROUP_ROOT + "/" + key.removeprefix("name="),))
-        for root in roots:
+        for path in procs_files:
             try:
-                fd = os.open(f"{root}{path.rstrip('/')}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
@@ -96,6 +90,19 @@ def _write_own_cgroup_procs():
                 pass
             finally:
                 os.close(fd)
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+
+def _own_cgroup_procs_files():
+    """The cgroup.procs files of the cgroups this process is in, by hierarchy
+    (v2 at both places a hybrid or a unified host mounts it)."""
+    files = []
+    for key, path in own_cgroups().items():
+        roots = ((CGROUP_ROOT + "/" + UNIFIED, CGROUP_ROOT) if key == UNIFIED_KEY
+                 else (CGROUP_ROOT + "/" + key.removeprefix("name="),))
+        files += [f"{root}{path.rstrip('/')}/cgroup.procs" for root in roots]
+    return files
 
 
 def container_cgroup(cgroups_path, container_id, base):
