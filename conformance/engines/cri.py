@@ -201,7 +201,7 @@ class Pods:
         uid = uuid.uuid4().hex[:12]
         return POD_SANDBOX_CONFIG.new(
             metadata=POD_SANDBOX_METADATA.new(name=f"{name}-{uid}", uid=uid,
-                                                  namespace="pyoci-tests"),
+                                              namespace="pyoci-tests"),
             hostname=name if hostname is None else hostname, log_directory=str(self.log_root / uid),
             linux=LINUX_POD_SANDBOX_CONFIG.new(cgroup_parent="/pyoci-cri-pods", **linux))
 

@@ -62,7 +62,7 @@ def mount_id(fd):
 
 def read_file(path):
     """A /proc file's bytes. Raw reads: a mount's check reads three files,
-    for each of a container's twenty-odd mounts."""
+    for each of the mounts init makes and checks (eleven by default)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return read_all(fd)
