@@ -344,8 +344,9 @@ def _release_and_run_poststart(container, hooks_cwd):
 def _release_fifo(container):
     """Let init exec the program; return once it has, or raise why it did not."""
     import select
-    pid = container.record["pid"]
-    pidfd = os.pidfd_open(pid)
+    pidfd = procfs.open_pidfd(container.record["pid"])
+    if pidfd is None:
+        raise ExecError(_INIT_EXITED)
     try:
         fifo = os.open(container.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -385,7 +386,10 @@ def _release_fifo(container):
         raise ExecError(f"load seccomp filter: {errno_text(int(received[2:]))}")
     if received.startswith(b"0H"):
         raise HookError(received[2:].decode(errors="replace"))
-    raise ExecError("container init exited before the program could be started")
+    raise ExecError(_INIT_EXITED)
+
+
+_INIT_EXITED = "container init exited before the program could be started"
 
 
 def parse_signal(text):
@@ -425,9 +429,8 @@ def _signal_init(container, signum, wait=False):
     """Signal init through a pidfd, so a recycled pid is never hit; with WAIT,
     until it has exited. False if init is no longer the recorded process."""
     pid = container.record["pid"]
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    pidfd = procfs.open_pidfd(pid)
+    if pidfd is None:
         return False
     try:
         if not procfs.is_alive(pid, container.record["pid_start_time"]):
@@ -572,9 +575,11 @@ def _container_pidfds(manager, record):
         try:
             if not shares_host_pids and os.readlink(f"/proc/{pid}/ns/pid") == ours:
                 continue
-            yield os.pidfd_open(pid)
-        except (ProcessLookupError, FileNotFoundError):
+        except FileNotFoundError:
             continue
+        pidfd = procfs.open_pidfd(pid)
+        if pidfd is not None:
+            yield pidfd
 
 
 def _kill_cgroup_and_remove(manager, record):

@@ -10,6 +10,7 @@ READY=1, and then tell the host's socket READY=1 and MAINPID=<init's pid>.
 import os
 
 from pyoci.errors import ExecError, errno_text
+from pyoci.linux import procfs
 
 ENV = "NOTIFY_SOCKET"
 DIRECTORY = "notify"
@@ -53,9 +54,8 @@ class Listener:
         """Wait for the container's READY=1 (or for init PID to exit), then
         send READY=1 and MAINPID=PID to HOST_PATH."""
         import select
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
+        pidfd = procfs.open_pidfd(pid)
+        if pidfd is None:
             return
         try:
             poller = select.poll()

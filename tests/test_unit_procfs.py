@@ -1,6 +1,8 @@
 """procfs's mount lookups against this process's own /proc (any user may
-read it): the ids a mount's check compares, read without file objects."""
+read it): the ids a mount's check compares, read without file objects;
+and the pidfds of processes that are gone, as each kernel says it."""
 import os
+import signal
 import threading
 
 from pyoci.linux import procfs
@@ -54,3 +56,54 @@ def test_read_all_reads_past_one_chunk_until_end_of_file():
     finally:
         writer.join()
         os.close(read_end)
+
+
+def test_open_pidfd_of_a_live_process_signals_it():
+    pidfd = procfs.open_pidfd(os.getpid())
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    finally:
+        os.close(pidfd)
+
+
+def test_open_pidfd_of_a_thread_is_none():
+    """Not a process: ENOENT since 6.15, EINVAL before."""
+    release = threading.Event()
+    started = threading.Event()
+    thread_ids = []
+
+    def run():
+        thread_ids.append(threading.get_native_id())
+        started.set()
+        release.wait()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        started.wait()
+        assert procfs.open_pidfd(thread_ids[0]) is None
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_open_pidfd_of_a_reaped_session_leader_is_none():
+    """Its pid lives on as the session id of its child: before 6.15,
+    pidfd_open finds it and says EINVAL (what delete saw when a container's
+    init was reaped under it); since, ESRCH."""
+    read_end, write_end = os.pipe()
+    leader = os.fork()
+    if leader == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.close(write_end)
+                os.read(read_end, 1)  # until the test closes its end
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    try:
+        os.waitpid(leader, 0)
+        assert procfs.open_pidfd(leader) is None
+    finally:
+        os.close(write_end)

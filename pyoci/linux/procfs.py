@@ -1,5 +1,6 @@
-"""What pyoci reads about processes from /proc. The root is a parameter so
-unit tests can point it at a fake tree."""
+"""What pyoci reads about processes from /proc, and their pidfds. The root
+is a parameter so unit tests can point it at a fake tree."""
+import errno
 import os
 
 PROC = "/proc"
@@ -31,6 +32,21 @@ def is_alive(pid, expected_start_time, proc=PROC):
     if fields is None or fields[0] in (b"Z", b"X"):
         return False
     return int(fields[19]) == expected_start_time
+
+
+def open_pidfd(pid):
+    """A pidfd of the process PID, or None if there is no such process:
+    ESRCH; ENOENT (kernels since 6.15) or EINVAL (before) when PID is a
+    thread's; EINVAL too, before 6.15, when the process was reaped but its
+    pid lives on as a session or group id, or is being reaped right then."""
+    try:
+        return os.pidfd_open(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
 
 
 def write_in_procfs(path, text):
