@@ -25,11 +25,7 @@ def run(syscalls, context):
     config = context.config
     linux = config.linux
     sock = context.sync_sock
-    context.cgroup_paths = sync.receive(sock, sync.GO)["cgroup_paths"]
-    cgroupns = linux.namespace("cgroup")
-    if cgroupns is not None and cgroupns.path is None:
-        # Rooted at the cgroups the runtime has just placed us in.
-        namespaces.unshare(syscalls, sc.CLONE_NEWCGROUP)
+    placed = _Placement(syscalls, context)
     os.setsid()
     if not context.no_new_keyring:
         _join_session_keyring(syscalls, context.container_id,
@@ -44,9 +40,10 @@ def run(syscalls, context):
         log.debug(f"init: preparing the root filesystem {config.root_path}: "
                   f"{len(config.mounts)} mounts")
         rootfs.prepare(syscalls, config, context.bundle, _cgroup_mounter(syscalls, context),
-                       _MountSources(sock),
+                       _MountSources(sock, placed),
                        # the container's own, or the runtime's (rootless podman)
-                       procfs.in_user_namespace())
+                       procfs.in_user_namespace(), placed.wait)
+    placed.wait()
     log.fault_point("create:init/mounted")
     sync.send(sock, sync.RUN_HOOKS)
     state = sync.receive(sock, sync.HOOKS_DONE)["state"]
@@ -356,6 +353,32 @@ def _write_sysctls(sysctl):
             raise ExecError(f"write sysctl {key}: {errno_text(exc.errno)}") from None
 
 
+class _Placement:
+    """The runtime's GO, with the cgroups it has placed init in: placing may
+    wait out a grace period (process.spawn_init), and init makes meanwhile
+    the mounts that need none of it. What does waits here first: a cgroup
+    mount, a filesystem on a device and the devices made (the devices
+    cgroup checks their access, as for runc's init, which is in the
+    container's cgroups by then), a source the runtime opens. Then the new
+    cgroup namespace, rooted at those cgroups. (The kernel memory of the
+    first mounts, a few KiB, is charged to the runtime's cgroup.)"""
+
+    def __init__(self, syscalls, context):
+        self._syscalls = syscalls
+        self._context = context
+        self._placed = False
+
+    def wait(self):
+        if self._placed:
+            return
+        self._placed = True
+        context = self._context
+        context.cgroup_paths = sync.receive(context.sync_sock, sync.GO)["cgroup_paths"]
+        cgroupns = context.config.linux.namespace("cgroup")
+        if cgroupns is not None and cgroupns.path is None:
+            namespaces.unshare(self._syscalls, sc.CLONE_NEWCGROUP)
+
+
 def _cgroup_mounter(syscalls, context):
     own_namespace = context.config.linux.namespace("cgroup") is not None
 
@@ -372,8 +395,9 @@ class _MountSources:
     resolves the path in init's mount namespace, so sources under earlier
     mounts are what those mounts made (pyoci/linux/mount_sources.py)."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, placed):
         self._sock = sock
+        self._placed = placed  # the runtime serves sources once it has placed init
 
     def open(self, index):
         """An O_PATH descriptor of mounts[INDEX]'s source."""
@@ -384,6 +408,7 @@ class _MountSources:
         return self._request(index, idmapped=True)
 
     def _request(self, index, idmapped):
+        self._placed.wait()
         sync.send(self._sock, sync.MOUNT_SOURCE, index=index, idmapped=idmapped)
         return sync.receive_fd(self._sock, sync.MOUNT_FD)
 

@@ -128,10 +128,11 @@ def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=N
     PLACE_IN_CGROUPS(pid) makes the container's cgroups and places init in
     them; it returns the cgroup paths init's processes are in (as a cgroup
     mount shows them), which init gets with its GO, and only then creates a
-    cgroup namespace. The namespaces and init come first: the kernel makes a
-    cgroup, and moves a process, only once the grace period of the runtime's
-    early migration has passed (see cgroups.start_migrations_early), and
-    they need not wait for it.
+    cgroup namespace. The namespaces, init and the mounts that depend on no
+    cgroup come first (init.py's _Placement): the kernel makes a cgroup,
+    and moves a process, only once the grace period of the runtime's early
+    migration has passed (see cgroups.start_migrations_early), and they
+    need not wait for it.
     ON_CREATE_HOOKS(init_pid) runs prestart/createRuntime hooks and returns the
     state JSON for the createContainer hooks. ON_SECCOMP_LISTENER(fd, pid)
     passes a notifying filter's listener on. Returns init's pid (host view).
@@ -151,14 +152,21 @@ def spawn_init(context, place_in_cgroups, on_create_hooks, on_seccomp_listener=N
         fork.go()
         init_pid = fork.receive_pid()
         log.fault_point("create:init-pid")
-        cgroup_paths = place_in_cgroups(init_pid)
-        log.fault_point("create:init-in-cgroups")
-        log.debug(f"create: init is pid {init_pid}, in the cgroups")
-        if config.linux.net_devices:
-            network.move_devices(config.linux.net_devices, f"/proc/{init_pid}/ns/net")
-            log.debug(f"create: moved {', '.join(config.linux.net_devices)} into init's netns")
-        if config.process and config.process.oom_score_adj is not None:
-            _write_oom_score_adj(init_pid, config.process.oom_score_adj)
+        try:
+            log.pause_point("create:placing", "")
+            cgroup_paths = place_in_cgroups(init_pid)
+            log.fault_point("create:init-in-cgroups")
+            log.debug(f"create: init is pid {init_pid}, in the cgroups")
+            if config.linux.net_devices:
+                network.move_devices(config.linux.net_devices, f"/proc/{init_pid}/ns/net")
+                log.debug(f"create: moved {', '.join(config.linux.net_devices)} into init's netns")
+            if config.process and config.process.oom_score_adj is not None:
+                _write_oom_score_adj(init_pid, config.process.oom_score_adj)
+        except (ExecError, OSError):
+            # init makes its first mounts meanwhile: if one failed, init is
+            # gone, and its error is the one that says why.
+            sync.raise_error_sent(fork.sock)
+            raise
         fork.go(cgroup_paths=cgroup_paths)
         _serve_mount_sources(fork.sock, MountSources(sc.syscalls(), config, context.bundle,
                                                      init_pid))

@@ -98,6 +98,16 @@ def _raise_why_gone(sock, message_type):
     raise ExecError(f"container init exited before it was sent {message_type}") from None
 
 
+def raise_error_sent(sock):
+    """Raise the error the peer has sent, if it has (it is gone then); return
+    at once if it has sent nothing."""
+    import select
+    if select.select([sock], [], [], 0)[0]:
+        data = _packet(sock, 0)[0]
+        if data and (message := jsontext.loads(data))["type"] == ERROR:
+            raise ExecError(message["message"]) from None
+
+
 def send_error(sock, message):
     send(sock, ERROR, message=message)
 

@@ -5,12 +5,9 @@ root filesystem that point out of it where pyoci mounts, masks or makes
 files (CVE-2025-31133 / 52565), and writes meant for procfs sent elsewhere
 by a mount over /proc (CVE-2025-52881). runc runs beside pyoci where it
 has the same protection."""
-import errno
 import hashlib
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ import pytest
 from conformance.bundle import bind_mount, tmpfs_mount
 from conformance.harness import (OUT, PYOCI, RUNC, ConsoleSocket, Probe, private_runtime,
                                  wait_until)
+from tests.pausing import create_paused
 
 pytestmark = pytest.mark.root
 
@@ -338,56 +336,6 @@ def test_user_lookup_through_a_link_out_of_the_rootfs(name, tmp_path):
 # A process that shares the rootfs or a volume (here: the test, on the host)
 # swaps a path pyoci is mounting on for a link, at pyoci's pause points
 # (log.pause_point; runc 1.1.5 has none, so these run on pyoci alone).
-def create_paused(runtime, bundle, container_id, points, on_pause, fifo):
-    """`create` with PAUSE points armed; ON_PAUSE(count, pid) runs at each,
-    PID being the paused process. The CompletedProcess-like result."""
-    os.mkfifo(fifo)
-    env = {**os.environ, "PYOCI_PAUSE": ",".join(points), "PYOCI_PAUSE_FIFO": str(fifo)}
-    runtime.container_ids.add(container_id)
-    with open(fifo.with_suffix(".err"), "w+") as stderr:
-        process = subprocess.Popen(runtime.argv + ["--debug", "create", "--bundle", bundle,
-                                                   container_id],
-                                   env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-        count = 0
-        while process.poll() is None:
-            try:
-                held = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                assert exc.errno == errno.ENXIO  # no one paused yet
-                time.sleep(0.002)
-                continue
-            try:
-                on_pause(count, _reader_of(fifo))
-            finally:
-                # A fresh FIFO for the next pause, so that the one just let
-                # go (still open, until it reads EOF) is not taken for it.
-                os.unlink(fifo)
-                os.mkfifo(fifo)
-                os.close(held)
-            count += 1
-        stderr.seek(0)
-        errors = [line for line in stderr.read().splitlines() if "level=debug" not in line]
-    return process.returncode, errors, count
-
-
-def _reader_of(fifo):
-    # Its open of the FIFO may still be returning when ours has.
-    return wait_until(lambda: _find_reader(fifo), f"the process pausing on {fifo}")
-
-
-def _find_reader(fifo):
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        if fd_dir.parent.name == str(os.getpid()):
-            continue  # the writer
-        try:
-            if any(os.readlink(fd) == str(fifo) for fd in fd_dir.iterdir()):
-                return int(fd_dir.parent.name)
-        except OSError:
-            continue
-    return None
-
-
 def _mount_points(pid):
     return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
 

@@ -3,6 +3,7 @@
 v2 host (tests/vm/run_in_v2_vm.sh boots one), reading v1 or v2 files."""
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from conformance.bundle import make_bundle
 from conformance.harness import PYOCI, RUNC, private_runtime, wait_until
+from tests.pausing import container_init_below, create_paused, living_descendants
 
 pytestmark = pytest.mark.root
 
@@ -424,6 +426,82 @@ def test_delete_leaves_what_the_container_did_not_create(pyoci, tmp_path):
 
 def _hierarchies(*v1_names):
     return [V1] if UNIFIED else [V1 / name for name in v1_names]
+
+
+def test_a_mount_failing_while_init_is_placed_in_its_cgroups_is_the_error(tmp_path):
+    """pyoci's init makes its mounts that need no cgroup (a tmpfs) while the
+    runtime places it in its cgroups: held before the placement until init
+    has failed such a mount, pyoci reports that mount's error (not the
+    placement's), and leaves nothing, as runc does unheld."""
+    name = f"pyoci-early-{tmp_path.name}"
+
+    def mutate(config):
+        config["linux"]["cgroupsPath"] = "/" + name
+        config["process"]["oomScoreAdj"] = 100  # written once init is placed: to a dead one, too
+        config["mounts"].insert(0, {"destination": "/mnt", "type": "tmpfs", "source": "tmpfs",
+                                    "options": ["size=abc"]})
+    bundle = make_bundle(tmp_path / "b", ["true"], mutate=mutate)
+    with private_runtime(RUNC) as runtime:
+        done = runtime.run("create", "--bundle", bundle, runtime.new_id(), check=False)
+        assert done.returncode == 1 and "invalid argument" in done.stderr, done.stderr
+    with private_runtime(PYOCI) as runtime:
+        def until_init_has_failed(_, paused):
+            wait_until(lambda: not living_descendants(paused), "init to fail its mount")
+        code, errors, pauses = create_paused(runtime, bundle, runtime.new_id(),
+                                             ["create:placing"], until_init_has_failed,
+                                             tmp_path / "pause")
+        assert (code, errors, pauses) == (1, ["mount tmpfs to /mnt: invalid argument"], 1)
+        assert runtime.listed_ids() == []
+    assert not any((hierarchy / name).exists()
+                   for hierarchy in _hierarchies("pids", "memory", "devices"))
+
+
+def _mounted_or_gone(pid, mount_point):
+    try:
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return True  # exited: create says why
+    return any(line.split()[4] == mount_point for line in mountinfo.splitlines())
+
+
+@pytest.mark.skipif(UNIFIED, reason="v1's device lists (v2's are BPF programs of a cgroup)")
+def test_devices_are_made_in_the_containers_cgroups_not_the_runtimes(tmp_path):
+    """The runtime runs in a devices cgroup that refuses mknod; the
+    container's, below the root, allows it. pyoci's init makes its first
+    mounts while the runtime places it (here held there until they are
+    made), but the device nodes only once in its cgroups, as runc's init."""
+    restricted = V1 / "devices" / f"pyoci-nomknod-{tmp_path.name}"
+    restricted.mkdir()
+    bundle = make_bundle(
+        tmp_path / "b", ["sh", "-c", "test -c /dev/null && test -c /dev/zero"],  # for runc run
+        mutate=lambda c: (c["linux"].update(cgroupsPath=f"/pyoci-devices-{tmp_path.name}"),
+                          c.update(mounts=[m for m in c["mounts"] if m["type"] != "cgroup"])))
+    in_restricted = ["sh", "-c", f'echo $$ > {restricted}/cgroup.procs && exec "$@"', "sh"]
+    try:
+        (restricted / "devices.deny").write_text("a *:* m")
+        with private_runtime(RUNC) as runtime:
+            runtime.argv[:0] = in_restricted
+            runtime.run("run", "--bundle", bundle, runtime.new_id())
+        with private_runtime(PYOCI) as runtime:
+            runtime.argv[:0] = in_restricted
+            container_id = runtime.new_id()
+
+            def until_mounted(_, paused):
+                init = wait_until(lambda: container_init_below(paused), "init")
+                wait_until(lambda: _mounted_or_gone(init, f"{bundle}/rootfs/sys"),
+                           "init's mounts")
+                time.sleep(0.2)  # what init would do next, were it not waiting
+            code, errors, pauses = create_paused(runtime, bundle, container_id,
+                                                 ["create:placing"], until_mounted,
+                                                 tmp_path / "pause")
+            assert (code, errors, pauses) == (0, [], 1)
+            init = runtime.state(container_id)["pid"]
+            for device in ("null", "zero"):
+                assert stat.S_ISCHR(os.stat(f"/proc/{init}/root/dev/{device}").st_mode)
+    finally:
+        wait_until(lambda: not (restricted / "cgroup.procs").read_text().strip(),
+                   "the runtimes to leave the restricted cgroup")
+        restricted.rmdir()
 
 
 @pytest.mark.parametrize("in_use", ["a process", "frozen"])

@@ -9,6 +9,7 @@ import pytest
 
 from conformance.bundle import make_bundle, user_namespace
 from conformance.harness import wait_until
+from tests.pausing import create_paused, living_descendants
 
 pytestmark = pytest.mark.root
 
@@ -101,3 +102,25 @@ def test_moving_needs_a_network_namespace_of_the_containers_own(pyoci, scratch, 
     bundle = make_bundle(scratch / "b", ["true"], host_network)
     done = pyoci.run("run", "--bundle", bundle, pyoci.new_id(), check=False)
     assert done.returncode == 1 and "needs a network namespace" in done.stderr
+
+
+def test_a_mount_failing_before_the_move_is_the_error_and_the_device_stays(
+        pyoci, scratch, veth):
+    """pyoci's init makes its first mounts while the runtime places it and
+    moves the device: held there until a tmpfs mount has failed and init is
+    gone, the mount's error is reported (not the move's into a namespace
+    that is no more), and the device is still the host's."""
+    end, _ = veth
+
+    def mutate(config):
+        with_devices({end: {}})(config)
+        config["mounts"].insert(0, {"destination": "/mnt", "type": "tmpfs", "source": "tmpfs",
+                                    "options": ["size=abc"]})
+
+    def until_init_has_failed(_, paused):
+        wait_until(lambda: not living_descendants(paused), "init to fail its mount")
+    bundle = make_bundle(scratch / "b", ["true"], mutate=mutate)
+    code, errors, pauses = create_paused(pyoci, bundle, pyoci.new_id(), ["create:placing"],
+                                         until_init_has_failed, scratch / "pause")
+    assert (code, errors, pauses) == (1, ["mount tmpfs to /mnt: invalid argument"], 1)
+    assert pyoci.listed_ids() == [] and exists(end)

@@ -168,6 +168,21 @@ def test_container_runs_in_its_scope_in_every_hierarchy(systemd, runtime, tmp_pa
     assert not systemd.unit_loaded(scope)
 
 
+def test_a_mount_failing_while_systemd_places_init_is_the_error(systemd, runtime, tmp_path):
+    """pyoci's init makes a tmpfs mount while systemd starts its scope (a
+    D-Bus round trip and a job): when that mount fails, its error is the
+    one reported, not the scope's, and nothing is left, as with runc."""
+    container_id = runtime.new_id()
+    bundle = _bundle(tmp_path, lambda c: c["mounts"].insert(0, {
+        "destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=abc"]}))
+    result = runtime.run("create", "--bundle", bundle, container_id, check=False)
+    assert result.returncode == 1 and "invalid argument" in result.stderr, result.stderr
+    if runtime.name == "pyoci":
+        assert result.stderr == "mount tmpfs to /mnt: invalid argument\n"
+    assert runtime.listed_ids() == []
+    assert not systemd.unit_loaded(f"runc-{container_id}.scope")
+
+
 def test_slice_prefix_and_name_place_the_scope(systemd, runtime, tmp_path):
     container_id = runtime.new_id()
     bundle = _bundle(tmp_path, _with(cgroupsPath=f"pyoci-tests.slice:test:{container_id}"))

@@ -290,6 +290,16 @@ class Entry:
             self.mount_fd = None
 
 
+# Filesystems the kernel makes without a device, whose mount no cgroup checks.
+_VIRTUAL_TYPES = frozenset(("proc", "sysfs", "tmpfs", "devpts", "mqueue"))
+
+
+def independent_of_cgroups(entry):
+    """Whether ENTRY mounts the same in or out of the container's cgroups: a
+    bind (no device is opened) or a virtual filesystem, not a cgroup one."""
+    return is_bind_mount(entry.mount, entry.options) or entry.mount.type in _VIRTUAL_TYPES
+
+
 def mount_entry(sys, root_fd, bundle, entry, cgroup_mounter, sources):
     """Mount one config entry inside the root open at ROOT_FD (before pivot_root).
 

@@ -14,8 +14,10 @@ from pyoci.linux.mounts import (MNT_DETACH, MS_BIND, MS_MOVE, MS_RDONLY, MS_REC,
                                 remount_bind)
 
 
-def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
-    """SOURCES: see mounts.mount_entry."""
+def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace, wait_for_cgroups):
+    """SOURCES: see mounts.mount_entry. WAIT_FOR_CGROUPS() returns once init
+    is in the container's cgroups: what may depend on them (a cgroup mount,
+    a device's filesystem, device nodes) waits for it, the rest need not."""
     rootfs = config.root_path
     # Nothing done in here may propagate back to the host: every mount is a
     # slave (of the host's peer group, where the host's is shared), which
@@ -29,7 +31,10 @@ def prepare(sys, config, bundle, cgroup_mounter, sources, in_user_namespace):
     root_fd = inroot.open_root(rootfs)
     try:
         for entry in entries:
+            if not mounts.independent_of_cgroups(entry):
+                wait_for_cgroups()
             mounts.mount_entry(sys, root_fd, bundle, entry, cgroup_mounter, sources)
+        wait_for_cgroups()
         if config.process:
             _make_cwd(sys, root_fd, config.process.cwd)
         if not _dev_is_bound(config):
