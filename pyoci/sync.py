@@ -92,9 +92,7 @@ def _raise_why_gone(sock, message_type):
     """The peer closed its end before MESSAGE_TYPE could go: the error it
     sent before it went, if it did, says why."""
     while data := _packet(sock, 0)[0]:
-        message = jsontext.loads(data)
-        if message["type"] == ERROR:
-            raise ExecError(message["message"]) from None
+        _raise_if_error(data)
     raise ExecError(f"container init exited before it was sent {message_type}") from None
 
 
@@ -102,10 +100,13 @@ def raise_error_sent(sock):
     """Raise the error the peer has sent, if it has (it is gone then); return
     at once if it has sent nothing."""
     import select
-    if select.select([sock], [], [], 0)[0]:
-        data = _packet(sock, 0)[0]
-        if data and (message := jsontext.loads(data))["type"] == ERROR:
-            raise ExecError(message["message"]) from None
+    if select.select([sock], [], [], 0)[0] and (data := _packet(sock, 0)[0]):
+        _raise_if_error(data)
+
+
+def _raise_if_error(data):
+    if (message := jsontext.loads(data))["type"] == ERROR:
+        raise ExecError(message["message"]) from None
 
 
 def send_error(sock, message):

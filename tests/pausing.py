@@ -98,3 +98,8 @@ def living_descendants(pid):
         if stat[stat.rindex(b")") + 2:][:1] != b"Z":
             living.append(child)
     return living
+
+
+def mount_points(pid):
+    """Where the mounts of PID's mount namespace are, as it sees them."""
+    return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]

@@ -15,7 +15,7 @@ import pytest
 from conformance.bundle import bind_mount, tmpfs_mount
 from conformance.harness import (OUT, PYOCI, RUNC, ConsoleSocket, Probe, private_runtime,
                                  wait_until)
-from tests.pausing import create_paused
+from tests.pausing import create_paused, mount_points
 
 pytestmark = pytest.mark.root
 
@@ -336,10 +336,6 @@ def test_user_lookup_through_a_link_out_of_the_rootfs(name, tmp_path):
 # A process that shares the rootfs or a volume (here: the test, on the host)
 # swaps a path pyoci is mounting on for a link, at pyoci's pause points
 # (log.pause_point; runc 1.1.5 has none, so these run on pyoci alone).
-def _mount_points(pid):
-    return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
-
-
 def test_mount_point_swapped_before_mounting_is_not_followed(tmp_path):
     """Between pinning /srv/volume and mounting on it, it becomes a link to
     a host directory: the mount goes on the directory pinned (inside the
@@ -362,7 +358,7 @@ def test_mount_point_swapped_before_mounting_is_not_followed(tmp_path):
                 os.rename(rootfs / "srv" / "volume", rootfs / "srv" / "moved")
                 (rootfs / "srv" / "volume").symlink_to(host_dir)
             else:  # mounted: where did it go?
-                seen["mounts"] = _mount_points(pid)
+                seen["mounts"] = mount_points(pid)
         code, errors, pauses = create_paused(
             runtime, bundle, runtime.new_id(),
             ["init:mount-point=/srv/volume", "init:mounted=/srv/volume"], swap, tmp_path / "fifo")

@@ -13,7 +13,8 @@ import pytest
 
 from conformance.bundle import make_bundle
 from conformance.harness import PYOCI, RUNC, private_runtime, wait_until
-from tests.pausing import container_init_below, create_paused, living_descendants
+from tests.pausing import (container_init_below, create_paused, living_descendants,
+                           mount_points)
 
 pytestmark = pytest.mark.root
 
@@ -458,10 +459,9 @@ def test_a_mount_failing_while_init_is_placed_in_its_cgroups_is_the_error(tmp_pa
 
 def _mounted_or_gone(pid, mount_point):
     try:
-        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+        return mount_point in mount_points(pid)
     except OSError:
         return True  # exited: create says why
-    return any(line.split()[4] == mount_point for line in mountinfo.splitlines())
 
 
 @pytest.mark.skipif(UNIFIED, reason="v1's device lists (v2's are BPF programs of a cgroup)")
