@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -215,6 +216,8 @@ def main():
                         help="a runtime binary (repeatable; default: $OCI_ENGINE_RUNTIMES, "
                              "else runc and pyoci); the first is the ratios' base")
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) unwinds as ^C does: containers and daemons are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     paths = args.runtimes or helpers.runtimes_under_test()
     runtimes = {helpers.runtime_id(path): path for path in paths}
     results = measure_engines(runtimes, args.runs)

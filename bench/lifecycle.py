@@ -24,6 +24,7 @@ crun refuses this hybrid host's empty cgroup2 mount. Run as root.
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -252,6 +253,8 @@ def main():
                              "(bench/engines.py)")
     parser.add_argument("--pyoci", default=PYOCI)
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) unwinds as ^C does: containers and daemons are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if os.environ.get("BENCH_PRIVATE_MOUNTS") != "1":
         os.environ["BENCH_PRIVATE_MOUNTS"] = "1"
         os.execvp("unshare", ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",

@@ -61,14 +61,17 @@ def _find_reader(fifo):
 
 
 def descendants(pid):
-    """PID's descendants, children first, as /proc lists them."""
+    """PID's descendants, children first, as /proc lists them (a child is
+    listed by the thread that forked it: a Go runtime's may be any)."""
     pending = [pid]
     while pending:
         parent = pending.pop(0)
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            continue
+        children = []
+        for listing in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                children += listing.read_text().split()
+            except OSError:
+                pass
         for child in map(int, children):
             yield child
             pending.append(child)

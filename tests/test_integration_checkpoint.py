@@ -13,12 +13,14 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from conformance.bundle import bind_mount, join_namespace, make_bundle
 from conformance.harness import (PYOCI, RUNC, WAIT_TIMEOUT, ConsoleSocket, criu_problem,
                                  private_runtime, wait_until)
+from tests.pausing import descendants
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
@@ -260,6 +262,10 @@ def test_foreground_restore_waits_and_returns_the_exit_status(runtime, tmp_path)
         wait_until(lambda: runtime.exists(container_id), "the restored container",
                    timeout=WAIT_TIMEOUT * 3)
         runtime.wait_for_status(container_id, "running")
+        # Both report running from CRIU's post-restore notification, while CRIU still
+        # holds the tree; the kill is to end the restored container, once CRIU has left.
+        wait_until(lambda: "criu" not in _commands(descendants(restoring.pid)),
+                   "CRIU to finish the restore", timeout=WAIT_TIMEOUT * 3)
         runtime.kill(container_id, "KILL")
         _, stderr = restoring.communicate(timeout=WAIT_TIMEOUT * 3)
     finally:
@@ -267,6 +273,17 @@ def test_foreground_restore_waits_and_returns_the_exit_status(runtime, tmp_path)
             restoring.kill()
     assert restoring.returncode == 137, stderr
     wait_until(lambda: not runtime.exists(container_id), "the container to be deleted")
+
+
+def _commands(pids):
+    """The command names of PIDS that still exist."""
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            pass
+    return names
 
 
 @needs_criu

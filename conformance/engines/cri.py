@@ -243,8 +243,15 @@ class Pods:
         self.sandboxes.remove(sandbox)
 
     def remove_all(self):
+        """Tear down every pod still kept; one that is already gone (a tear_down
+        interrupted between its removal and its forgetting) is forgotten."""
         for sandbox in list(self.sandboxes):
-            self.tear_down(sandbox)
+            try:
+                self.tear_down(sandbox)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                self.sandboxes.remove(sandbox)
 
 
 def stream_exec(url, stdin=b"", size=None, timeout=60):
