@@ -20,7 +20,7 @@ import pytest
 from conformance.bundle import bind_mount, join_namespace, make_bundle
 from conformance.harness import (PYOCI, RUNC, WAIT_TIMEOUT, ConsoleSocket, criu_problem,
                                  private_runtime, wait_until)
-from tests.pausing import descendants
+from tests.pausing import living_descendants
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
@@ -264,7 +264,7 @@ def test_foreground_restore_waits_and_returns_the_exit_status(runtime, tmp_path)
         runtime.wait_for_status(container_id, "running")
         # Both report running from CRIU's post-restore notification, while CRIU still
         # holds the tree; the kill is to end the restored container, once CRIU has left.
-        wait_until(lambda: "criu" not in _commands(descendants(restoring.pid)),
+        wait_until(lambda: "criu" not in _commands(living_descendants(restoring.pid)),
                    "CRIU to finish the restore", timeout=WAIT_TIMEOUT * 3)
         runtime.kill(container_id, "KILL")
         _, stderr = restoring.communicate(timeout=WAIT_TIMEOUT * 3)
